@@ -199,36 +199,55 @@ class ResNetStages(nn.Module):
     """torchvision's ResNet (Bottleneck blocks) cut into He et al.'s five stages, without avgpool/fc.
 
     ``stages[0]`` conv1 (+BN+ReLU) stride 2; ``stages[1]`` max-pool + layer1 stride 4; ``stages[2..4]``
-    layer2..4 strides 8/16/32 (or 8/8/8 with ``dilate`` = (True, True) for the late-fusion model).
-    ``layers=(3, 4, 23, 3)`` and ``width=64`` are ResNet-101; smaller values give a small trunk of the same
-    shape (same channel counts 64/256/512/1024/2048, fewer blocks, thinner 3x3 convolutions) for tests.
+    layer2..4 strides 8/16/32. ``dilate`` = three flags for layer2..4 (torchvision's
+    ``replace_stride_with_dilation``): a dilated stage keeps its input's stride (the late-fusion model).
+    ``layers=(3, 4, 23, 3)``, ``width=64``, ``base=64`` are ResNet-101. Smaller values give a small trunk of
+    the same shape for tests and CPU training: ``layers`` blocks per stage, ``width`` the 3x3 convs' width
+    per 64 (torchvision's ``width_per_group``), ``base`` the stem width (channels base, 4*base, ..., 32*base;
+    rebuilt with torchvision's own ``ResNet._make_layer``).
     """
 
     def __init__(self, layers: Sequence[int] = RESNET101_LAYERS, width: int = 64, pretrained: bool = False,
-                 dilate: tuple[bool, bool] = (False, False)):
+                 dilate: tuple[bool, bool, bool] = (False, False, False), base: int = 64):
         super().__init__()
         layers = tuple(layers)
         if len(layers) != 4 or not all(isinstance(n, int) and n >= 1 for n in layers):
             raise ValueError(f"cnn_layers must be four positive ints (blocks per ResNet stage), got {layers!r}")
-        dil = [False, *dilate]
+        if not isinstance(base, int) or base < 4 or not isinstance(width, int) or width < 1:
+            raise ValueError(f"cnn_base must be an int >= 4 and cnn_width an int >= 1, got {base!r}, {width!r}")
+        dil = list(dilate)
         if pretrained:
-            if layers != RESNET101_LAYERS or width != 64:
+            if layers != RESNET101_LAYERS or width != 64 or base != 64:
                 raise ValueError("pretrained_cnn=True loads ResNet-101's ImageNet weights, which need "
-                                 f"cnn_layers={RESNET101_LAYERS} and cnn_width=64; got {layers}, {width}")
+                                 f"cnn_layers={RESNET101_LAYERS}, cnn_width=64 and cnn_base=64; got "
+                                 f"{layers}, {width}, {base}")
             # Downloads (once, into the torch hub cache) -- only ever on request.
             r = torchvision.models.resnet101(weights=torchvision.models.ResNet101_Weights.IMAGENET1K_V2,
                                              replace_stride_with_dilation=dil)
         else:
             r = ResNet(Bottleneck, list(layers), width_per_group=width, replace_stride_with_dilation=dil)
+        if base != 64:  # a thinner trunk of the same structure (small configurations only)
+            r.inplanes, r.dilation = base, 1
+            r.conv1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False)
+            r.bn1 = nn.BatchNorm2d(base)
+            r.layer1 = r._make_layer(Bottleneck, base, layers[0])
+            r.layer2 = r._make_layer(Bottleneck, 2 * base, layers[1], stride=2, dilate=dil[0])
+            r.layer3 = r._make_layer(Bottleneck, 4 * base, layers[2], stride=2, dilate=dil[1])
+            r.layer4 = r._make_layer(Bottleneck, 8 * base, layers[3], stride=2, dilate=dil[2])
+            for m in r.modules():  # torchvision's initialisation
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         self.stages = nn.ModuleList([
             nn.Sequential(r.conv1, r.bn1, r.relu),   # conv1:   (B, 64, H/2, W/2)
             nn.Sequential(r.maxpool, r.layer1),      # conv2_x: (B, 256, H/4, W/4)
             r.layer2,                                # conv3_x: (B, 512, H/8, W/8)
-            r.layer3,                                # conv4_x: (B, 1024, H/16, W/16) (H/8 dilated)
-            r.layer4,                                # conv5_x: (B, 2048, H/32, W/32) (H/8 dilated)
+            r.layer3,                                # conv4_x: (B, 1024, H/16, W/16)
+            r.layer4,                                # conv5_x: (B, 2048, H/32, W/32)
         ])
-        self.channels = [64] + [layer[-1].bn3.num_features for layer in (r.layer1, r.layer2, r.layer3, r.layer4)]
-        self.strides = [2, 4, 8, 8 if dilate[0] else 16, 8 if dilate[1] else (16 if dilate[0] else 32)]
+        self.channels = [base] + [layer[-1].bn3.num_features for layer in (r.layer1, r.layer2, r.layer3, r.layer4)]
+        self.strides = [2, 4]
+        for d in dil:
+            self.strides.append(self.strides[-1] * (1 if d else 2))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []
@@ -253,6 +272,38 @@ class PatchEmbed(nn.Module):
 def copy_upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Table 4's "copy": every pixel (token) repeated factor x factor times (nearest-neighbour upsampling)."""
     return x.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)  # (B, C, H*f, W*f)
+
+
+class UpConv(nn.Module):
+    """The paper's "UpConv": a transposed convolution whose kernel equals its stride f, so every input pixel
+    (token) becomes its own f x f block of output pixels. Parameters are laid out exactly like
+    ``nn.ConvTranspose2d(in_chans, out_chans, f, stride=f)`` (``weight`` (C_in, C_out, f, f), ``bias``).
+
+    Because the blocks do not overlap, it is a per-pixel linear map C_in -> C_out * f * f followed by a
+    depth-to-space rearrangement; that is the default path (an ``einsum``; 2-3x faster on CPU than
+    PyTorch's transposed convolution for the large kernels of the early-fusion bridges). ``naive=True``
+    runs ``F.conv_transpose2d``; a test asserts both agree (outputs and gradients).
+    """
+
+    naive = False
+
+    def __init__(self, in_chans: int, out_chans: int, factor: int):
+        super().__init__()
+        self.factor = factor
+        ref = nn.ConvTranspose2d(in_chans, out_chans, factor, stride=factor)  # PyTorch's default init
+        self.weight, self.bias = ref.weight, ref.bias                         # (C_in, C_out, f, f), (C_out,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.naive:
+            return F.conv_transpose2d(x, self.weight, self.bias, stride=self.factor)  # (B, C_out, f*h, f*w)
+        B, _, h, w = x.shape
+        f, c_out = self.factor, self.weight.shape[1]
+        y = torch.einsum("bchw,cokl->bohkwl", x, self.weight)   # (B, C_out, h, f, w, f)
+        y = y.reshape(B, c_out, h * f, w * f)                    # (B, C_out, f*h, f*w)
+        return y + self.bias.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, {self.weight.shape[1]}, kernel_size={self.factor}, stride={self.factor}"
 
 
 def tokens_to_map(t: torch.Tensor, s: int) -> torch.Tensor:
@@ -359,8 +410,8 @@ class PoolingHead(nn.Module):
 class _TokenFusionBase(nn.Module):
     """forward = forward_head(forward_features(x)); freezing; naive switches; initialisation."""
 
-    def _setup_cnn(self, layers, width, pretrained, freeze, dilate=(False, False)) -> None:
-        self.cnn = ResNetStages(layers, width, pretrained, dilate)
+    def _setup_cnn(self, layers, width, base, pretrained, freeze, dilate=(False, False, False)) -> None:
+        self.cnn = ResNetStages(layers, width, pretrained, dilate, base)
         self.freeze_cnn = bool(freeze)
         if self.freeze_cnn:
             for p in self.cnn.parameters():
@@ -419,7 +470,7 @@ class LateFusionBlock(nn.Module):
         if combine not in ("concat", "add"):
             raise ValueError(f"combine must be 'concat' or 'add' (Table 4), got {combine!r}")
         self.factor, self.upsample, self.combine = factor, upsample, combine
-        self.up = nn.ConvTranspose2d(dim, dim, factor, stride=factor) if upsample == "upconv" and factor > 1 else None
+        self.up = UpConv(dim, dim, factor) if upsample == "upconv" and factor > 1 else None
 
     def expand(self, t_vit: torch.Tensor, s: int) -> torch.Tensor:
         x = tokens_to_map(t_vit, s)            # (B, D, s, s)
@@ -446,21 +497,22 @@ class LateTokenFusion(_TokenFusionBase):
     def __init__(self, num_classes: int = 1000, img_size: int = 224, patch_size: int = 16,
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
                  head: str = "mixing", upsample: str = "upconv", combine: str = "concat",
-                 cnn_layers: Sequence[int] = RESNET101_LAYERS, cnn_width: int = 64,
+                 cnn_layers: Sequence[int] = RESNET101_LAYERS, cnn_width: int = 64, cnn_base: int = 64,
                  pretrained_cnn: bool = False, freeze_cnn: bool = False):
         super().__init__()
         _check_config(img_size, patch_size, embed_dim, num_heads, head, num_classes)
-        if patch_size not in (16, 32, 64):
-            raise ValueError(f"late fusion needs patch_size 16, 32 or 64: the CNN tokens sit at stride "
-                             f"patch_size / 2 (8, 16 or 32, by dilating ResNet's last stages) so that "
+        if patch_size not in (8, 16, 32, 64):
+            raise ValueError(f"late fusion needs patch_size 8, 16, 32 or 64: the CNN tokens sit at stride "
+                             f"patch_size / 2 (4, 8, 16 or 32, by dilating ResNet's last stages) so that "
                              f"UpConv x2 matches them; got {patch_size}")
         if depth % 2 or depth < 2:
             raise ValueError(f"depth (blocks in total, split evenly between the two encoders) must be even, "
                              f"got {depth}")
         self.img_size, self.patch_size, self.num_classes = img_size, patch_size, num_classes
         cnn_stride = patch_size // 2
-        dilate = {8: (True, True), 16: (False, True), 32: (False, False)}[cnn_stride]
-        self._setup_cnn(cnn_layers, cnn_width, pretrained_cnn, freeze_cnn, dilate)
+        dilate = {4: (True, True, True), 8: (False, True, True), 16: (False, False, True),
+                  32: (False, False, False)}[cnn_stride]
+        self._setup_cnn(cnn_layers, cnn_width, cnn_base, pretrained_cnn, freeze_cnn, dilate)
         self.grid = img_size // patch_size                 # s: ViT tokens per side (14 at 224)
         n_vit, n_cnn = self.grid ** 2, (2 * self.grid) ** 2  # 196 and 784 at 224
         D = embed_dim
@@ -517,7 +569,7 @@ class BridgeBlock(nn.Module):
             raise ValueError(f"upsample must be 'upconv' or 'copy' (Table 4), got {upsample!r}")
         self.factor, self.upsample = factor, upsample
         if upsample == "upconv":
-            self.up = nn.ConvTranspose2d(in_chans, out_chans, factor, stride=factor)
+            self.up = UpConv(in_chans, out_chans, factor)
             self.proj = nn.Conv2d(out_chans, out_chans, 1)
         else:
             self.up = None
@@ -542,14 +594,14 @@ class EarlyTokenFusion(_TokenFusionBase):
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
                  head: str = "mixing", upsample: str = "upconv", bridges: str = "multi",
                  bridge_chans: int = 3, cnn_layers: Sequence[int] = RESNET101_LAYERS, cnn_width: int = 64,
-                 pretrained_cnn: bool = False, freeze_cnn: bool = False):
+                 cnn_base: int = 64, pretrained_cnn: bool = False, freeze_cnn: bool = False):
         super().__init__()
         _check_config(img_size, patch_size, embed_dim, num_heads, head, num_classes)
         if bridges not in ("multi", "single"):
             raise ValueError(f"bridges must be 'multi' (all five stages) or 'single' (the last stage only, "
                              f"Table 4), got {bridges!r}")
         self.img_size, self.patch_size, self.num_classes = img_size, patch_size, num_classes
-        self._setup_cnn(cnn_layers, cnn_width, pretrained_cnn, freeze_cnn)
+        self._setup_cnn(cnn_layers, cnn_width, cnn_base, pretrained_cnn, freeze_cnn)
         self.bridge_stages = list(range(5)) if bridges == "multi" else [4]
         self.bridges = nn.ModuleList([BridgeBlock(self.cnn.channels[i], self.cnn.strides[i], bridge_chans,
                                                   upsample) for i in self.bridge_stages])
@@ -597,7 +649,7 @@ class StageTokens(nn.Module):
         self.pool = patch_size // stride if stride < patch_size else 1
         self.proj = nn.Conv2d(in_chans, dim, 1)
         f = stride // patch_size if stride > patch_size else 1
-        self.up = nn.ConvTranspose2d(dim, dim, f, stride=f) if f > 1 else None
+        self.up = UpConv(dim, dim, f) if f > 1 else None
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         if self.pool > 1:
@@ -638,7 +690,7 @@ class LayerTokenFusion(_TokenFusionBase):
     def __init__(self, num_classes: int = 1000, img_size: int = 224, patch_size: int = 16,
                  embed_dim: int = 768, blocks_per_mix: int = 2, final_blocks: int = 2, num_heads: int = 12,
                  mlp_ratio: float = 4.0, head: str = "channel", class_token: bool = False,
-                 cnn_layers: Sequence[int] = RESNET101_LAYERS, cnn_width: int = 64,
+                 cnn_layers: Sequence[int] = RESNET101_LAYERS, cnn_width: int = 64, cnn_base: int = 64,
                  pretrained_cnn: bool = False, freeze_cnn: bool = False):
         super().__init__()
         _check_config(img_size, patch_size, embed_dim, num_heads, head, num_classes)
@@ -649,7 +701,7 @@ class LayerTokenFusion(_TokenFusionBase):
             raise ValueError("blocks_per_mix must be >= 1 and final_blocks >= 0")
         self.img_size, self.patch_size, self.num_classes = img_size, patch_size, num_classes
         self.depth = 5 * blocks_per_mix + final_blocks  # 12 = 5 x 2 + 2 (Method 3)
-        self._setup_cnn(cnn_layers, cnn_width, pretrained_cnn, freeze_cnn)
+        self._setup_cnn(cnn_layers, cnn_width, cnn_base, pretrained_cnn, freeze_cnn)
         self.grid = img_size // patch_size
         n = self.grid ** 2
         D = embed_dim

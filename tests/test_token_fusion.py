@@ -151,6 +151,16 @@ def test_layer_model_mixing_blocks_follow_resnet_stages():
     assert [b.tokens.up is not None for b in m.mixing] == [False] * 4 + [True]
 
 
+def test_thin_trunk_keeps_the_structure():
+    m = tiny("token_fusion_layer", cnn_base=16, img_size=32, patch_size=8)
+    assert m.cnn.channels == [16, 64, 128, 256, 512] and m.cnn.strides == [2, 4, 8, 16, 32]
+    late = tiny("token_fusion_late", cnn_base=16, img_size=32, patch_size=8)
+    assert late.cnn.strides == [2, 4, 4, 4, 4]  # patch 8: CNN tokens at stride 4 (layer2-4 dilated)
+    x = torch.randn(2, 3, 32, 32)
+    assert m(x).shape == late(x).shape == (2, 5)
+    assert late.forward_features(x).shape == (2, 64, 64)
+
+
 def test_late_model_dilated_trunk_and_upconv_x4():
     m = tiny("token_fusion_late")
     assert m.cnn.strides[-1] == 8
@@ -208,16 +218,38 @@ def _outputs_and_grads(m, x):
 
 @pytest.mark.equiv
 @pytest.mark.parametrize("name", METHODS)
-def test_naive_attention_equals_fused(name):
-    m = tiny(name).double()
+def test_naive_paths_equal_fast_paths(name):
+    """Attention (softmax vs SDPA), UpConv (conv_transpose2d vs einsum), copy bridges: all at once."""
+    m = tiny(name, **({"upsample": "copy"} if name == "token_fusion_early" else {})).double()
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     y_fast, g_fast = _outputs_and_grads(m.set_naive(False), x)
     y_naive, g_naive = _outputs_and_grads(m.set_naive(True), x)
     assert any(isinstance(a, tf.Attention) and a.naive for a in m.modules())
+    assert any(isinstance(a, (tf.UpConv, tf.BridgeBlock)) and a.naive for a in m.modules())
     torch.testing.assert_close(y_fast, y_naive)
     assert g_fast.keys() == g_naive.keys()
     for k in g_fast:
         torch.testing.assert_close(g_fast[k], g_naive[k], msg=k)
+
+
+@pytest.mark.equiv
+@pytest.mark.parametrize("c_in,c_out,f", [(64, 3, 8), (32, 32, 2)])
+def test_upconv_equals_conv_transpose2d(c_in, c_out, f):
+    """UpConv's einsum path == nn.ConvTranspose2d(kernel=stride=f) with the same weights (outputs, grads)."""
+    torch.manual_seed(0)
+    up = tf.UpConv(c_in, c_out, f).double()
+    ref = torch.nn.ConvTranspose2d(c_in, c_out, f, stride=f).double()
+    ref.load_state_dict(up.state_dict())
+    x1 = torch.randn(2, c_in, 3, 3, dtype=torch.float64, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    y1, y2 = up(x1), ref(x2)
+    assert y1.shape == (2, c_out, 3 * f, 3 * f)
+    torch.testing.assert_close(y1, y2)
+    y1.pow(2).sum().backward()
+    y2.pow(2).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
+    torch.testing.assert_close(up.weight.grad, ref.weight.grad)
+    torch.testing.assert_close(up.bias.grad, ref.bias.grad)
 
 
 @pytest.mark.equiv
@@ -309,7 +341,7 @@ def test_bad_inputs(small_layer_model):
     ("token_fusion_layer", dict(patch_size=12), "patch_size"),
     ("token_fusion_layer", dict(embed_dim=30, num_heads=4), "divisible by num_heads"),
     ("token_fusion_layer", dict(num_classes=0), "num_classes"),
-    ("token_fusion_late", dict(patch_size=8), "patch_size 16, 32 or 64"),
+    ("token_fusion_late", dict(patch_size=4, img_size=64), "patch_size 8, 16, 32 or 64"),
     ("token_fusion_late", dict(depth=7), "must be even"),
     ("token_fusion_late", dict(upsample="bilinear"), "upconv"),
     ("token_fusion_late", dict(combine="mul"), "concat"),
@@ -317,6 +349,9 @@ def test_bad_inputs(small_layer_model):
     ("token_fusion_early", dict(upsample="nearest"), "upconv"),
     ("token_fusion_layer", dict(cnn_layers=(1, 1, 1)), "four positive ints"),
     ("token_fusion_layer", dict(pretrained_cnn=True, cnn_layers=(1, 1, 1, 1)), "ResNet-101's ImageNet"),
+    ("token_fusion_early", dict(pretrained_cnn=True, cnn_layers=(3, 4, 23, 3), cnn_width=64, cnn_base=32),
+     "ResNet-101's ImageNet"),
+    ("token_fusion_layer", dict(cnn_base=2), "cnn_base"),
 ])
 def test_bad_configurations(name, kw, match):
     with pytest.raises(ValueError, match=match):
