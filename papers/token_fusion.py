@@ -26,6 +26,7 @@ Section / equation map
 * Method 3, Fig. 4(a) (5 mixing blocks + 2 blocks)      -> ``LayerTokenFusion``
 * Method 3, Fig. 4(b) (transformer || CNN stage, concat)-> ``MixingBlock``, ``StageTokens``
 * "Image Classification Head", Fig. 5(a)/(b)/(c)       -> ``PoolingHead(kind="token"/"channel"/"mixing")``
+* "UpConv" (Figs. 2-4)                                  -> ``UpConv`` (a ConvTranspose2d, kernel = stride)
 * Table 4 / Fig. 6 (late: copy vs UpConv, add vs concat)-> ``LateTokenFusion(upsample=..., combine=...)``
 * Table 4 / Fig. 7 (early: copy, single bridge)        -> ``EarlyTokenFusion(upsample=..., bridges=...)``
 * Table 4 / Fig. 8 (layer: a class token kept out of
@@ -46,11 +47,15 @@ There is no authors' code, so "differs" means: from the paper's prose, or from w
    ends at 7 x 7, which an *expansion* could never match. Dilation keeps the whole pretrained ResNet-101
    (its weights load unchanged), which the paper uses and which the "similar size" of the three models
    needs; the price is compute (the dilated trunk is 33.9 GMACs instead of 7.8). The alternative reading,
-   tokens from layer2 (also 28 x 28), would drop layer3/4 and 41M parameters.
+   tokens from layer2 (also 28 x 28), would drop layer3/4 and 41M parameters. (The CNN tokens sit at stride
+   patch_size / 2; ``patch_size=8``, for small configurations, dilates layer2 too: stride 4.)
 3. Sizes that match across streams are made to match exactly: ``img_size`` must be a multiple of 32 and of
    ``patch_size`` (so every ResNet map lines up with the patch grid). The paper only uses 224.
 4. ``num_classes`` and ``img_size`` are free (the paper: 1000 classes, 224 x 224). The token-wise head's
    linear layer has one input per token, so the model is built for one image size.
+5. Small configurations for tests and CPU training are not in the paper: ``embed_dim``/``num_heads``, and
+   a trunk of ResNet-101's shape but fewer blocks (``cnn_layers``), thinner 3x3 convs (``cnn_width``) and
+   fewer channels (``cnn_base``). The defaults are the paper's model.
 
 What the paper leaves open (each choice and why)
 ------------------------------------------------
@@ -72,7 +77,8 @@ Shared:
 Method 1 (late):
 * The 12 blocks are split 6 + 6 between the ViT encoder and the CNN-token encoder (parallel, same size).
 * CNN tokens: 1x1 conv 2048 -> 768 of the stride-8 map plus their own learned ``E_pos`` (Eq. 1, P = 1).
-* UpConv = ``ConvTranspose2d(D, D, kernel 2, stride 2)``, after each encoder's final LayerNorm; fusion =
+* UpConv = a transposed conv D -> D, kernel 2, stride 2 (``UpConv``, parameters laid out as
+  ``nn.ConvTranspose2d``), after each encoder's final LayerNorm; fusion =
   channel concatenation per position (that is why the sizes must match; a sequence concatenation would not
   need it), giving 784 tokens of width 2D, pooled by the head.
 * Table 4 variants: ``upsample="copy"`` repeats each ViT token 2 x 2 (nearest neighbour, no weights);
@@ -82,7 +88,7 @@ Method 2 (early):
   3 channels each (3 + 5 x 3 = 18): each bridge brings its stage back to H x W and to 3 channels, so the
   unified map is an 18-channel image, patchified by Eq. 1 (16 x 16 patches) into a ViT-B.
 * Bridge (Fig. 3(b), "concatenation after Up-Conv and 1x1 convolution", in that order): UpConv =
-  ``ConvTranspose2d(C_i, 3, kernel = stride = stride_i)`` (2, 4, 8, 16, 32) then a 1x1 conv 3 -> 3. The 1x1
+  ``UpConv(C_i, 3, kernel = stride = stride_i)`` (2, 4, 8, 16, 32) then a 1x1 conv 3 -> 3. The 1x1
   after a linear UpConv can be folded into it, but the text names both and it costs 12 weights; it becomes
   the channel reduction C_i -> 3 in the copy variant. No normalisation or activation (none is mentioned).
 * Table 4 variants: ``upsample="copy"`` (nearest-neighbour copy, then 1x1 C_i -> 3; computed as 1x1 then
@@ -121,11 +127,14 @@ token_fusion_layer          139.76M      140.33M      140.53M     140M        26
 ========================= ============ ============ ============ =========== ==============
 
 (GMACs: every matmul/conv, attention products included, ``common.flops.count_macs(...)["total"]``; the
-three heads differ by < 0.002 GMACs. Without attention's two matmuls (the thop/ptflops convention): late
-77.36, early 25.73, layer 26.19. The paper reports no FLOPs. The late model is 3x the others because its
-CNN encoder attends over 784 tokens and its ResNet-101 runs dilated at stride 8.) Budget of the default layer model:
-ResNet-101 trunk 42.50M + 12 ViT-B blocks 85.05M + patch embedding 0.59M + E_pos 0.15M + five 1x1 stage
-projections 3.00M + one UpConv 2.36M + five 2D -> D integrations 5.90M + channel head 0.77M = 140.33M.
+three heads differ by < 0.002 GMACs. A thop/ptflops-style counter, which only sees ``nn.Linear``/``nn.Conv``
+modules (so neither attention's two matmuls nor the UpConv einsums), would report late 76.89, early 25.14,
+layer 26.07. The paper reports no FLOPs. The late model is 3x the others because its CNN encoder attends
+over 784 tokens and its ResNet-101 runs dilated at stride 8.)
+
+Budget of the default layer model: ResNet-101 trunk 42.50M + 12 ViT-B blocks 85.05M + patch embedding 0.59M
++ E_pos 0.15M + five 1x1 stage projections 3.00M + one UpConv 2.36M + five 2D -> D integrations 5.90M +
+channel-wise head 0.77M = 140.33M (paper: 140M, +0.24%).
 """
 from __future__ import annotations
 
