@@ -438,7 +438,7 @@ class HIRIViT(nn.Module):
             raise ValueError(f"img_size={img_size} is not a multiple of the total stride {self.total_stride}")
         w, d = list(cfg.widths), list(cfg.depths)
         self.stem = HRStem(w[0], cfg.stem_width)
-        dpr = torch.linspace(0, drop_path_rate, sum(d)).tolist()
+        dpr = [drop_path_rate * j / max(1, sum(d) - 1) for j in range(sum(d))]  # linear decay rule
         self.downsamples, self.stages = nn.ModuleList(), nn.ModuleList()
         k = 0
         for i in range(5):
