@@ -67,6 +67,10 @@ What the paper leaves open (each choice below; "counts" = they bring params/MACs
        the gap to 0.2% for all three, and keeps average pooling directly before a linear classifier, which
        is what Eq. 5 assumes (the pooled logits are the mean of the per-position logits).
     7. Activation GELU everywhere; BN momentum/eps PyTorch defaults; LN eps 1e-6.
+    8. The M-ViT baseline (Table VII row 1; "similar to PVT"): ViT-stem 7x7/4 conv + LN, widths 64/128/320/512
+       (HIRI-ViT-S's stages 2-5), depths 2/2/9/4, heads 1/2/5/8, K/V spatial reduction 8/4/1/1 by a strided conv
+       + LN, plain FFN (Eq. 2) with ratios 8/8/5/5, 3x3/2 conv + LN between stages, LN, and the same head as
+       HIRI-ViT: 35.33M (paper 35.0M), 4.82 GMACs at 224 (paper 4.4).
 
 Parameters (1000 classes) and MACs (G, incl. attention matmuls), this file vs Table II
 (`python -c "from common.flops import count_macs; ..."`, see tests/test_hiri_vit.py and the README)
@@ -75,7 +79,7 @@ Parameters (1000 classes) and MACs (G, incl. attention matmuls), this file vs Ta
     hiri_vit_s   34.8M / 34.72M (-0.2%)   4.5  / 4.53        4.7  / 3.66        5.0  / 5.04
     hiri_vit_b   54.4M / 54.36M (-0.1%)   8.2  / 8.08        9.3  / 7.21        9.9  / 9.93
     hiri_vit_l   94.4M / 94.26M (-0.1%)   17.0 / 17.03       18.2 / 14.92       19.9 / 20.53
-    mvit_s       35.0M / see tests        4.4  / see tests   (four-stage baseline, Table VII row 1)
+    mvit_s       35.0M / 35.33M (+0.9%)   4.4  / 4.82        (448: 22.74; Table VII row 7, a later variant: 21.5)
 """
 from __future__ import annotations
 
