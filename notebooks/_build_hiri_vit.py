@@ -113,7 +113,8 @@ quarter of the 448 pixels, and stages 3-5 (where almost all the MACs are) see th
 what `layout_for(img_size)` does for sizes that are multiples of 32 but not 64; multiples of 64 (384, 448, 512)
 use Table I's layout. The 384 rows are the one thing we cannot reproduce: with Table I's layout a 384 input
 costs ~0.75x of 448 (3.7 G for S), while the paper reports 4.7 G (0.94x); no whole-grid layout of this
-network gives that (see the module docstring).
+network gives that (see the module docstring). The same Table I layout at 768 reproduces Table III
+(16.1 / 31.6 / 63.4 G for S / B / L; printed in section 3 for S), so the 384 rows are the odd ones out.
 
 ## 3. Cost vs resolution: five stages vs the four-stage baseline (Fig. 1)
 
@@ -182,8 +183,9 @@ varies several-fold between runs; batch 1 on CPU also says little about GPU thro
 panels, which are exact counts. The four-stage cost grows with the pixel count (x4.1 from 224 to 448), the five-stage cost barely moves between
 224 and 448, because the 224 layout already runs stages 3-5 on the 448 grids. Between multiples of 64 the five-stage
 curve is also ~quadratic (384 -> 448 -> 512), but at a quarter of the four-stage slope, since it has one more 2x
-downsampling. Note the saw-tooth: sizes that are multiples of 32 but not of 64 (224, 320) use the 224 layout
-and so cost *more per pixel* than their neighbours.
+downsampling. Note the saw-tooth: sizes that are multiples of 32 but not of 64 (224 here; 288, 352, ... too) use the
+224 layout and so cost *more per pixel* than their neighbours (224 costs more than 256). At 768 the
+five-stage count, 16.1 G, is exactly Table III's HIRI-ViT-S number.
 
 ## 4. Checks: BN folding (§4.4), naive vs fast paths, the dense logits map
 

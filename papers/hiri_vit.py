@@ -37,7 +37,9 @@ What differs from the paper or the authors' code, and why
        (stages at 56/28/28/14/7) gives 4.53/8.08/17.03 G, within 1.5% of all three 224 rows, so that is
        what layout_for(224) does. At 384 (a multiple of 64) Table I's layout is used (96/48/24/12/6): our
        3.66/7.21/14.92 G are 18-22% under the paper's 4.7/9.3/18.2; no whole-grid layout of this network
-       reproduces those (the 384 rows are reported, not asserted, in the tests).
+       reproduces those (the 384 rows are reported, not asserted, in the tests). The same layout at 768
+       gives 16.11/31.62/65.33 G against Table III's 16.1/31.6/63.4, so Table I's layout is right at
+       multiples of 64 and the 384 rows are the odd ones out.
     2. GFLOPs are read as MACs (the PVT/Swin convention), counted with torch.utils.flop_counter including
        the attention matmuls (count with set_naive(model): the CPU flash-attention kernel is invisible to
        the counter); norms/activations are not counted.
@@ -75,10 +77,10 @@ What the paper leaves open (each choice below; "counts" = they bring params/MACs
 Parameters (1000 classes) and MACs (G, incl. attention matmuls), this file vs Table II
 (`python -c "from common.flops import count_macs; ..."`, see tests/test_hiri_vit.py and the README)
 
-    variant      params paper / here      224 paper / here   384 paper / here   448 paper / here
-    hiri_vit_s   34.8M / 34.72M (-0.2%)   4.5  / 4.53        4.7  / 3.66        5.0  / 5.04
-    hiri_vit_b   54.4M / 54.36M (-0.1%)   8.2  / 8.08        9.3  / 7.21        9.9  / 9.93
-    hiri_vit_l   94.4M / 94.26M (-0.1%)   17.0 / 17.03       18.2 / 14.92       19.9 / 20.53
+    variant      params paper / here      224 paper / here   384 paper / here   448 paper / here   768 (Table III)
+    hiri_vit_s   34.8M / 34.72M (-0.2%)   4.5  / 4.53        4.7  / 3.66        5.0  / 5.04        16.1 / 16.11
+    hiri_vit_b   54.4M / 54.36M (-0.1%)   8.2  / 8.08        9.3  / 7.21        9.9  / 9.93        31.6 / 31.62
+    hiri_vit_l   94.4M / 94.26M (-0.1%)   17.0 / 17.03       18.2 / 14.92       19.9 / 20.53       63.4 / 65.33
     mvit_s       35.0M / 35.33M (+0.9%)   4.4  / 4.82        (448: 22.74; Table VII row 7, a later variant: 21.5)
 """
 from __future__ import annotations
@@ -93,10 +95,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 PAPER_PARAMS = {"hiri_vit_s": 34.8e6, "hiri_vit_b": 54.4e6, "hiri_vit_l": 94.4e6, "mvit_s": 35.0e6}
-# Table II, "GFLOPs" (read as GMACs) at 224 / 384 / 448.
-PAPER_GFLOPS = {"hiri_vit_s": {224: 4.5, 384: 4.7, 448: 5.0},
-                "hiri_vit_b": {224: 8.2, 384: 9.3, 448: 9.9},
-                "hiri_vit_l": {224: 17.0, 384: 18.2, 448: 19.9},
+# Table II, "GFLOPs" (read as GMACs) at 224 / 384 / 448, and Table III at 768.
+PAPER_GFLOPS = {"hiri_vit_s": {224: 4.5, 384: 4.7, 448: 5.0, 768: 16.1},     # 768: Table III
+                "hiri_vit_b": {224: 8.2, 384: 9.3, 448: 9.9, 768: 31.6},
+                "hiri_vit_l": {224: 17.0, 384: 18.2, 448: 19.9, 768: 63.4},
                 "mvit_s": {224: 4.4}}
 
 

@@ -29,8 +29,8 @@ def test_param_counts_match_table_ii(name):
 
 @pytest.mark.params
 @pytest.mark.parametrize("name", VARIANTS)
-def test_gmacs_at_224_and_448_match_table_ii(name):
-    for size in (224, 448):
+def test_gmacs_at_224_448_768_match_tables_ii_iii(name):
+    for size in (224, 448, 768):        # 768: Table III
         g = count_macs(meta_model(name, size), size)["total"] / 1e9
         paper = H.PAPER_GFLOPS[name][size]
         assert abs(g / paper - 1) < 0.15, f"{name}@{size}: {g:.2f} GMACs vs paper {paper}"
