@@ -657,6 +657,8 @@ def _hiri(name: str, num_classes: int, img_size: int, **kwargs) -> HIRIViT:
     cfg = copy.deepcopy(CONFIGS[name])
     for k, v in cfg_overrides.items():
         setattr(cfg, k, v)
+    if "widths" in cfg_overrides and "heads" not in cfg_overrides:   # keep Table I's head width of 64
+        cfg.heads = tuple(0 if t != "t" else max(1, c // 64) for c, t in zip(cfg.widths, cfg.stage_types))
     return HIRIViT(cfg, num_classes=num_classes, img_size=img_size, **kwargs)
 
 
