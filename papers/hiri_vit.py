@@ -276,7 +276,7 @@ class IRDSb(nn.Module):
         super().__init__()
         hidden = int(cin * ratio)
         self.expand = conv_bn(cin, hidden, 1)                                # 1x1, the only BN + GELU
-        self.dw = nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden)  # strided depthwise
+        self.dw = nn.Sequential(nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden))  # DW
         self.project = nn.Conv2d(hidden, cout, 1)
         self.shortcut = nn.Sequential(nn.AvgPool2d(stride) if stride > 1 else nn.Identity(),
                                       nn.Conv2d(cin, cout, 1))
