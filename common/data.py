@@ -1,7 +1,7 @@
 """Datasets and loaders for every notebook and the CLI, behind one entry point.
 
     train_ds, val_ds, num_classes = build_datasets("cifar10", img_size=32, root="data", download=True)
-    train_loader, val_loader, num_classes = build_loaders("pathfinder-colors", img_size=32, batch_size=128)
+    train_loader, val_loader, num_classes = build_loaders("nearest-color", img_size=32, batch_size=128)
 
 Names (``DATASETS``):
 
@@ -9,7 +9,8 @@ Names (``DATASETS``):
 name                source                                       on disk (``root``)
 =================== ============================================ =========================================
 pathfinder          embedded, generated (common/synthetic.py)    nothing: generated in memory
-pathfinder-colors   embedded, generated (the default)            nothing: generated in memory
+pathfinder-colors   embedded, generated                          nothing: generated in memory
+nearest-color       embedded, generated (the default)            nothing: generated in memory
 cifar10, cifar100   torchvision (``download=True`` fetches)      ``root/cifar-10-batches-py/`` ...
 svhn                torchvision (needs scipy to read .mat)       ``root/svhn/{train,test}_32x32.mat``
 pets                torchvision OxfordIIITPet                    ``root/oxford-iiit-pet/{images,annotations}``
@@ -43,13 +44,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from common.synthetic import SyntheticLongRange
 
-DEFAULT_DATASET = "pathfinder-colors"
-EMBEDDED = ("pathfinder", "pathfinder-colors")
+DEFAULT_DATASET = "nearest-color"
+EMBEDDED = ("pathfinder", "pathfinder-colors", "nearest-color")
 REAL = ("cifar10", "cifar100", "svhn", "pets", "imagenette", "tiny-imagenet", "aid", "rld")
 DATASETS = EMBEDDED + REAL
 
 # Native image size and class count of each dataset (img_size=None means the native size).
-NATIVE_SIZE = {"pathfinder": 32, "pathfinder-colors": 32, "cifar10": 32, "cifar100": 32, "svhn": 32,
+NATIVE_SIZE = {"pathfinder": 32, "pathfinder-colors": 32, "nearest-color": 32, "cifar10": 32, "cifar100": 32, "svhn": 32,
                "pets": 224, "imagenette": 224, "tiny-imagenet": 64, "aid": 299, "rld": 224}
 MEAN_STD = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
             "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),

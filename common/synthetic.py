@@ -20,6 +20,16 @@ Tasks (all images are RGB floats in [-1, 1], shape (3, S, S)):
   to. This is the multi-class variant: the answer is a global property of a path that can wind across the
   whole image, and every target is a plausible answer locally.
 
+* ``nearest-color`` (``num_classes`` = K, default 4; **the default dataset**). A white disc and K coloured
+  discs, one per colour, scattered over the image. Label: the colour of the disc *nearest* to the white one.
+  Every sample is rejection-sampled so that the answer is unambiguous (the nearest disc is at most 0.75x as
+  far as the runner-up) and never local (it is at least a quarter of the image away), so the answer is a
+  relation between objects that are far apart: a model has to compare distances across the whole image.
+  ``difficulty`` adds meaningless grey curves as clutter. It is the task the small models here can learn in
+  minutes on a CPU: LKCA-T goes from chance to ~87% validation accuracy after ~800 steps of batch 64, with
+  a sudden jump after a long plateau at chance (typical of relational tasks). The Pathfinder tasks need
+  far more data and steps (a GPU budget): on a CPU budget every model here stays at chance on them.
+
 How an image is drawn (see ``_path_points``): a path is a random walk with smoothly varying heading
 (curvature noise integrated twice, so paths bend but do not jitter), reflected at the image border
 (a triangle-wave fold keeps the path continuous), sampled every half pixel, and cut into dashes so that
@@ -40,7 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-TASKS = ("pathfinder", "pathfinder-colors")
+TASKS = ("pathfinder", "pathfinder-colors", "nearest-color")
 # Target colours for pathfinder-colors (RGB, 0..255); the start disc is white. Chosen to be distinct
 # in every channel pattern so that a per-channel model can tell them apart.
 COLORS = np.array([
@@ -49,6 +59,7 @@ COLORS = np.array([
 ], dtype=np.uint8)
 PATH_GRAY = 170                # paths are drawn in mid-grey, the markers on top in full colour
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+NEAREST_RADIUS = 3.0            # disc radius of nearest-color at 32 px (scaled with the image)
 
 
 def _fold(u: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -155,6 +166,33 @@ def render(task: str, rng: np.random.Generator, size: int = 32, num_classes: int
         for c, t in enumerate(targets):
             _draw_disc(img, t, radius, COLORS[c])
         _draw_disc(img, paths[label][-1], radius, 255)
+        return img, label
+
+    if task == "nearest-color":
+        k = num_classes
+        if not 2 <= k <= len(COLORS):
+            raise ValueError(f"nearest-color supports 2..{len(COLORS)} classes, got {k}")
+        # One white disc and K coloured discs (one per colour). Label: the colour of the disc nearest to the
+        # white one. Rejection-sampled so that the answer is unambiguous (the nearest disc is at most 0.75x as
+        # far as the second nearest) and never local (the nearest disc is at least a quarter of the image away).
+        # Discs are larger than Pathfinder's markers (radius ~ size / 10, about one 4x4 patch at 32 px): the
+        # task is about *relations* between far-apart objects, not about finding a few pixels.
+        radius = NEAREST_RADIUS * size / 32
+        margin = radius + 1.0
+        for _attempt in range(1000):
+            pts = rng.uniform(margin, size - 1 - margin, size=(k + 1, 2))      # (K+1, 2): white first
+            gaps = np.hypot(*(pts[:, None] - pts[None]).transpose(2, 0, 1))    # (K+1, K+1)
+            if (gaps + np.eye(k + 1) * 1e9).min() < 2 * radius + 2:
+                continue
+            d = np.sort(gaps[0, 1:])
+            if d[0] >= 0.25 * size and d[0] <= 0.75 * d[1]:
+                break
+        label = int(np.argmin(gaps[0, 1:]))
+        for _ in range(int(round(2 * difficulty))):                     # distractor curves (no meaning)
+            _draw_path(img, _path_points(rng, size, length * 0.7, bend=bend), thick, dash, gap, PATH_GRAY)
+        for c in range(k):
+            _draw_disc(img, pts[c + 1], radius, COLORS[c])
+        _draw_disc(img, pts[0], radius, 255)
         return img, label
 
     raise ValueError(f"unknown synthetic task {task!r}; choose one of {TASKS}")

@@ -15,7 +15,7 @@ from common.synthetic import SyntheticLongRange, render
 # ---------------------------------------------------------------------------------------------------------
 # Embedded dataset
 # ---------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("task", ["pathfinder", "pathfinder-colors"])
+@pytest.mark.parametrize("task", ["pathfinder", "pathfinder-colors", "nearest-color"])
 def test_embedded_is_deterministic_and_splits_differ(task):
     a = SyntheticLongRange(task, "train", 16, img_size=32, seed=3)
     b = SyntheticLongRange(task, "train", 16, img_size=32, seed=3)
@@ -55,6 +55,25 @@ def test_pathfinder_classes_have_same_ink():
     ink = (ds.images > 0).float().mean((1, 2, 3))
     pos, neg = ink[ds.targets == 1].mean(), ink[ds.targets == 0].mean()
     assert abs(pos - neg) / neg < 0.1
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_nearest_color_label_is_the_nearest_disc_and_never_local(size):
+    """Recover every disc's centre from the pixels: the label is the colour nearest to the white disc, that disc
+    is clearly nearest (<= 0.75x the runner-up) and at least a quarter of the image away."""
+    from common.synthetic import COLORS
+
+    ds = SyntheticLongRange("nearest-color", "train", 60, img_size=size, num_classes=4, difficulty=0.0)
+    assert torch.bincount(ds.targets, minlength=4).min() >= 5
+    for img, label in zip(ds.images.permute(0, 2, 3, 1).numpy(), ds.targets.tolist()):
+        def centre(rgb):
+            ys, xs = np.nonzero((img == rgb).all(-1))
+            assert len(ys), f"colour {rgb} missing"
+            return np.array([xs.mean(), ys.mean()])
+        white = centre((255, 255, 255))
+        d = np.array([np.hypot(*(centre(COLORS[c]) - white)) for c in range(4)])
+        assert int(d.argmin()) == label
+        assert d.min() >= 0.25 * size - 1 and d.min() <= 0.78 * np.sort(d)[1]
 
 
 def test_render_rejects_unknown_task():
