@@ -1,21 +1,25 @@
 """Tests for common/kernels: every Triton kernel against its PyTorch reference, and `accelerate` on models.
 
-Run on CPU under Triton's interpreter. TRITON_INTERPRET must be set before the kernels are decorated
-(Triton reads it in `@triton.jit`); `common.kernels` imports Triton lazily (first Triton op), so setting it
-here, at the top, is enough even when other test files imported torch first (torch does not import
-Triton). To run the same tests on a GPU instead: `TRITON_INTERPRET=0 pytest tests/test_kernels.py`.
+Run on CPU under Triton's interpreter. TRITON_INTERPRET=1 has to be in the environment before Triton is
+first imported (Triton's own `tl.zeros`, `tl.sum`, ... are `@triton.jit` functions, decorated at import),
+and in a full `pytest` run something else has usually imported Triton already (`torch.utils.flop_counter`,
+used by common/flops.py, does). So unless this process was started with TRITON_INTERPRET set, this file
+re-runs itself in a fresh `python -m pytest tests/test_kernels.py` with TRITON_INTERPRET=1 (one test,
+`test_kernels_under_interpreter_subprocess`, which shows the child's summary) and skips the in-process copies.
+The parent's environment is not changed, so notebooks run by the same pytest never see the variable.
+
+    pytest tests/test_kernels.py                          # CPU: interpreter, via the subprocess
+    TRITON_INTERPRET=1 pytest tests/test_kernels.py       # CPU: interpreter, in this process
+    TRITON_INTERPRET=0 pytest tests/test_kernels.py       # GPU: the compiled kernels on CUDA tensors
 
 Interpreter limits (docs/kernels.md): it checks indexing, masking, tiling and the forward/backward math
 (fp32, fp16, bf16 values cast to fp32 after loading, fp64 for gradcheck); it cannot check speed, races,
 bf16/fp16 tensor-core `tl.dot` (the kernels upcast tiles to fp32 before `tl.dot` under the interpreter),
 TF32 precision, or out-of-bounds addresses. Those need a GPU run of this file and of `common.kernels.bench`.
 """
-import os
-
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything decorates a Triton kernel
-
 import glob
 import importlib
+import os
 import subprocess
 import sys
 import warnings
@@ -30,14 +34,33 @@ from common.kernels import reference as ref
 
 pytestmark = pytest.mark.kernels
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-INTERP = ops.interpret_requested()
-DEV = "cpu" if INTERP else "cuda"
-if not INTERP and not torch.cuda.is_available():
-    pytest.skip("no CUDA GPU and TRITON_INTERPRET=0: the Triton kernels cannot run", allow_module_level=True)
-_tk = sys.modules.get("common.kernels.triton_kernels")
-if _tk is not None and INTERP and not _tk.INTERPRETED:
-    pytest.skip("common.kernels.triton_kernels was imported before TRITON_INTERPRET=1 was set",
-                allow_module_level=True)
+_ENV = os.environ.get("TRITON_INTERPRET")
+GPU_MODE = _ENV is not None and _ENV.strip().lower() in ("0", "false", "off", "no")
+_triton = sys.modules.get("triton")
+IN_PROCESS = GPU_MODE or (ops.interpret_requested() and (_triton is None or bool(_triton.knobs.runtime.interpret)))
+DEV = "cuda" if GPU_MODE else "cpu"
+RUNNER = "test_kernels_under_interpreter_subprocess"
+if GPU_MODE and not torch.cuda.is_available():
+    pytest.skip("TRITON_INTERPRET=0 but no CUDA GPU: the compiled kernels cannot run", allow_module_level=True)
+
+
+@pytest.fixture(autouse=True)
+def _in_process_only(request):
+    if not IN_PROCESS and request.node.name != RUNNER:
+        pytest.skip(f"runs under the interpreter in a subprocess ({RUNNER})")
+
+
+def test_kernels_under_interpreter_subprocess():
+    if IN_PROCESS:
+        pytest.skip("this process already runs the kernels (interpreter or GPU)")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-m", "pytest", os.path.join("tests", "test_kernels.py"), "-q",
+                          "-rfE"], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=1200)
+    tail = "\n".join(out.stdout.strip().splitlines()[-40:])
+    print(tail)
+    assert out.returncode == 0, f"kernel tests failed under the interpreter:\n{tail}\n{out.stderr[-2000:]}"
+
 
 F32, F16, BF16, F64 = torch.float32, torch.float16, torch.bfloat16, torch.float64
 # max |triton - exact| / max |exact|, exact = the reference in float64 on the same (rounded) inputs.
@@ -253,6 +276,7 @@ def _perturb(model):
 def _check_accelerated(model, x, train_too=True, tol=1e-4):
     """accelerate(model) keeps state_dict keys/values, eval outputs and train outputs/gradients/BN stats."""
     import copy
+    model, x = model.to(DEV), x.to(DEV)
     base = copy.deepcopy(model)
     keys = list(model.state_dict().keys())
     report = K.accelerate(model)
