@@ -50,10 +50,21 @@ def _in_process_only(request):
         pytest.skip(f"runs under the interpreter in a subprocess ({RUNNER})")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """torch on one thread while these tests run (see the runner's comment); restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_kernels_under_interpreter_subprocess():
     if IN_PROCESS:
         pytest.skip("this process already runs the kernels (interpreter or GPU)")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT)
+    # one thread: the interpreter is single-threaded numpy, and the float64 references of the paper models
+    # run ~30k tiny per-group convs per forward, where OpenMP barriers on a busy 2-core machine cost 10x
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-m", "pytest", os.path.join("tests", "test_kernels.py"), "-q",
                           "-rfE"], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=1200)
