@@ -217,11 +217,14 @@ del m, fused
 md(r"""
 ## 5. Train, with and without EMA distillation
 
-**CPU path (what ran for the committed outputs):** the embedded `pathfinder-colors` task (4 classes: which
-coloured marker is connected to the centre by a dashed path), at 32 px, with a *scaled-down* HIRI-ViT (same five
-stages and block types, widths 16-128, 1-2 blocks per stage, grids 8/4/4/2/2, i.e. the last IRDS keeps the grid so
-that the teacher's map has 2x2 positions for the mask to mix). A few epochs each,
-same seed, same data, once with plain CutMix and once with EMA distillation ($\alpha=0.5$). On a GPU with
+**CPU path (what ran for the committed outputs):** the embedded `nearest-color` task (4 classes: a white disc
+and four coloured discs; the label is the colour of the disc *nearest to the white one*, a relation between objects
+at least a quarter of the image apart), at 32 px, 6,000 training and 500 validation images, with a *scaled-down*
+HIRI-ViT (same five stages and block types, widths 16-128, 1-2 blocks per stage, 0.80M parameters, grids
+8/4/4/2/2, i.e. the last IRDS keeps the grid so that the teacher's map has 2x2 positions for the mask to mix).
+7 epochs (651 optimizer steps at batch 64) each, same seed, same data, the *same* CutMix recipe (alpha 1,
+every batch mixed: `common/distill.py` mixes every batch, so the baseline does too), the same EMA (decay 0.99),
+once with the plain CutMix label and once with EMA distillation ($\alpha=0.5$). On a GPU with
 Imagenette present in `data/` the same cell trains the real HIRI-ViT-S at 320 px instead (see the README for the
 recipe); it never downloads.
 """)
@@ -237,13 +240,13 @@ if device.type == "cuda" and imagenette and not SMOKE:
     make = lambda nc: H.hiri_vit_s(num_classes=nc, img_size=img, drop_path_rate=0.1)
     kw = dict(root=root)
 else:
-    data, img, bs = "pathfinder-colors", 32, 64
-    epochs = 1 if SMOKE else 4
+    data, img, bs = "nearest-color", 32, 64
+    epochs = 1 if SMOKE else 7
     small = dict(widths=(16, 32, 48, 96, 128), depths=(1, 1, 1, 2, 1), ffn_ratios=(4, 4, 4, 4, 4), heads=(0, 0, 0, 2, 2))
     # ds_strides (2, 1, 2, 1): total stride 16, so the teacher's logits map is 2x2 and the CutMix mask has
     # something to mix in Eq. 5 (with the standard 32 px layout stage 5 would be a single position).
     make = lambda nc: H.hiri_vit_s(num_classes=nc, img_size=img, ds_strides=(2, 1, 2, 1), **small)
-    kw = dict(train_size=None if SMOKE else 2500, val_size=None if SMOKE else 400)
+    kw = dict(train_size=None if SMOKE else 6000, val_size=None if SMOKE else 500)
 train_loader, val_loader, nc = build_loaders(data, img_size=img, batch_size=bs, smoke=SMOKE, **kw)
 print(f"{data} at {img}px: {len(train_loader.dataset)} train / {len(val_loader.dataset)} val, {nc} classes; "
       f"model {count_params(make(nc)) / 1e6:.2f}M params")
@@ -257,8 +260,10 @@ for label, alpha in (("CutMix + EMA", 0.0), ("CutMix + EMA distillation", 0.5)):
                         max_steps_per_epoch=3 if SMOKE else None)
     t = time.time()
     histories[label] = T.fit(model, train_loader, val_loader, cfg)
-    print(f"{label}: {time.time() - t:.0f}s, final val acc {histories[label]['val_acc'][-1]:.3f} "
-          f"(EMA {histories[label]['val_acc_ema'][-1]:.3f})")
+    steps = epochs * (min(3, len(train_loader)) if SMOKE else len(train_loader))
+    print(f"{label}: {steps} steps, {time.time() - t:.0f}s, final val acc {histories[label]['val_acc'][-1]:.3f} "
+          f"(EMA {histories[label]['val_acc_ema'][-1]:.3f}); first epoch with val acc >= 0.9: "
+          f"{next((e for e, a in zip(histories[label]['epoch'], histories[label]['val_acc']) if a >= 0.9), None)}")
 """)
 
 code(r"""
@@ -315,12 +320,17 @@ md(r"""
 * **Can:** that the architecture, the 224/448 layouts, BN folding and the distillation target work as the paper
   describes; the parameter and cost numbers of Table II (params within 0.2%, 224 and 448 MACs within 3.5%); the
   Fig. 1 argument (cost vs resolution, four vs five stages) with counted MACs and activation memory.
-* **Cannot:** any accuracy claim of the paper. The CPU training uses a scaled-down model on a synthetic task
-  for 4 epochs on 2,500 images; both runs stay close to chance (25%) on validation while the training accuracy
-  starts to rise, i.e. this budget is far too small for the long-range task (LKCA-T needs ~12 epochs on 6,000
-  images of the same data). The difference between plain CutMix and EMA distillation there is noise
-  (the paper's gain is +0.2% top-1 on ImageNet after 300 epochs, Table VII row 11). CPU throughput at batch 1
-  says little about GPU throughput (Table II's numbers are on a V100-class GPU at large batch).
+* **Measured here (7 epochs, 651 steps each, 0.80M-parameter HIRI-ViT, `nearest-color` at 32 px):** both runs
+  leave chance quickly (val accuracy after epoch 1/2/3: 46.6/77.8/94.0% plain CutMix, 51.0/86.6/93.2% with EMA
+  distillation) and end at the same student accuracy, 97.8%, with EMA weights at 98.0% (plain) vs 98.2%
+  (distilled): one validation image out of 500, i.e. **no measurable difference**. Distillation is ~12% slower
+  per step here (207 s vs 184 s: one extra no-grad teacher pass), and its training loss is higher because it is
+  measured against the softer target. The task saturates, so this run shows that the distillation path trains
+  as well as the baseline, not that it helps.
+* **Cannot:** any accuracy claim of the paper. The paper's gain from EMA distillation is +0.2% top-1 on ImageNet
+  after 300 epochs (Table VII row 11), far below what 500 validation images can resolve (one image = 0.2%). CPU
+  throughput at batch 1 says little about GPU throughput (Table II's numbers are on a V100-class GPU at large
+  batch).
 * **GPU recipe:** put Imagenette (320 px) in `data/imagenette2-320/` and rerun this notebook on a CUDA machine
   (the training cell then trains HIRI-ViT-S at 320 px, 40 epochs, both ways), or from the shell
   `python -m common.train hiri_vit_s --data imagenette --img-size 320 --epochs 40 --cutmix 1.0` (the CLI has no
