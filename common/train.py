@@ -327,8 +327,8 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: Optional[TrainConfig] =
 # --------------------------------------------------------------------------------------------------------
 # The default job: LKCA-T on the embedded nearest-color task (4 classes) at 32x32, 6000 generated training
 # images, batch 64, 10 epochs (940 steps). LKCA-T sits at chance for ~300 steps, then learns the relation
-# suddenly (measured: 96.6% validation accuracy after 10 epochs; 99.9% with 12). See README "The embedded
-# dataset" for the timing.
+# suddenly (measured on an idle 2-core CPU: 95.7% validation accuracy after 10 epochs, 2 min 48 s in all;
+# 99.9% with 12 epochs).
 DEFAULTS = dict(model="lkca_t", data=None, epochs=None, img_size=None, batch_size=64, lr=1e-3,
                 train_size=None, val_size=None)
 
