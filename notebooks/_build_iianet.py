@@ -1,4 +1,4 @@
-"""Generate notebooks/iianet.ipynb (run: python notebooks/_make_iianet.py; then execute it, see BRIEF/README)."""
+"""Builds notebooks/iianet.ipynb (python notebooks/_build_iianet.py), then execute it for real: cd notebooks && HVP_SMOKE=0 jupyter nbconvert --to notebook --execute --inplace iianet.ipynb."""
 import os
 
 import nbformat as nbf
