@@ -1,39 +1,61 @@
-"""Writes notebooks/hiri_vit.ipynb (run: python notebooks/_build_hiri_vit.py)."""
-import nbformat as nbf
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-cells = []
-md = lambda s: cells.append(nbf.v4.new_markdown_cell(s.strip()))  # noqa: E731
-code = lambda s: cells.append(nbf.v4.new_code_cell(s.strip()))  # noqa: E731
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/hybrid-vision-papers/hybrid-vision-papers/blob/main/notebooks/hiri_vit.ipynb)
+#
+# # HIRI-ViT: five stages and two-branch blocks for high-resolution inputs
+#
+# *Yao, Li, Pan, Mei, "HIRI-ViT: Scaling Vision Transformer with High Resolution Inputs", arXiv:2403.11999.*
+# Model: [`papers/hiri_vit.py`](../papers/hiri_vit.py); EMA distillation: [`common/distill.py`](../common/distill.py).
+#
+# **The problem (Fig. 1, Table VII rows 6-7).** A four-stage hybrid ViT (stem stride 4, stages at $H/4 \dots H/32$)
+# fed a 448 image instead of a 224 one sees 4x the tokens in *every* stage: 4.7 -> 21.5 GFLOPs.
+#
+# **The fix.** Add a fifth stage, so the network ends at stride 64. At 448 the last four stages then see
+# 56, 28, 14, 7, exactly what a four-stage network sees at 224, and the cost stays put. The new front
+# (stem at $224^2$, stage 1 at $112^2$) is made cheap by *two-branch* CNN blocks:
+#
+# * **HR-stem** (§4.1): 3x3/2 conv, then a *high-resolution branch* (a light depthwise conv, then a strided conv)
+#   in parallel with a *low-resolution branch* (strided conv first, then 3x3 and 1x1 convs on 4x fewer pixels); sum, BN.
+# * **HR block** (§4.2, stages 1-2): $x + \mathrm{DW}(x) + \mathrm{Up}_2(\mathrm{FFN}(\mathrm{DW}_{s2}(x)))$ - the FFN
+#   runs at half resolution and is copied back up by repetition.
+# * **IRDS-a / IRDS-b** (§4.3): inverted-residual downsampling with an extra downsampling shortcut.
+# * **CFFN** (Eq. 3) with BN in stage 3: $\mathrm{CFFN}(X) = \mathrm{FC}(\mathrm{DWConv}(z) + z),\ z = \sigma(\mathrm{FC}(X))$;
+#   Transformer blocks (MHSA + CFFN, LN) in stages 4-5.
+#
+# **EMA distillation** (§4.5): for a CutMix sample $\tilde x = M\odot x_a + (1-M)\odot x_b$ with label
+# $\tilde y = \lambda y_a + (1-\lambda) y_b$, the EMA teacher's per-position class probabilities on the two
+# *original* images are mixed by the same mask and pooled,
+# $\hat y = \mathrm{AvgPool}(M\odot P_a + (1-M)\odot P_b)$, and the student is trained on
+# $\bar y = \alpha \tilde y + (1-\alpha)\hat y$.
 
-md(r"""
-# HIRI-ViT: five stages and two-branch blocks for high-resolution inputs
+# %%
+# Colab setup: clone the repository and install what Colab lacks; anywhere else this cell does nothing.
+import os, sys, subprocess
+HVP_REPO = "https://github.com/hybrid-vision-papers/hybrid-vision-papers"
+if "google.colab" in sys.modules and not os.path.isdir("papers"):
+    if not os.path.isdir("hybrid-vision-papers"):
+        subprocess.run(["git", "clone", "--depth", "1", HVP_REPO], check=True)
+    os.chdir("hybrid-vision-papers")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "einops"], check=True)
+    import torch
+    print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available()
+          else "none (Runtime > Change runtime type > GPU); the notebook runs on the CPU")
 
-*Yao, Li, Pan, Mei, "HIRI-ViT: Scaling Vision Transformer with High Resolution Inputs", arXiv:2403.11999.*
-Model: [`papers/hiri_vit.py`](../papers/hiri_vit.py); EMA distillation: [`common/distill.py`](../common/distill.py).
-
-**The problem (Fig. 1, Table VII rows 6-7).** A four-stage hybrid ViT (stem stride 4, stages at $H/4 \dots H/32$)
-fed a 448 image instead of a 224 one sees 4x the tokens in *every* stage: 4.7 -> 21.5 GFLOPs.
-
-**The fix.** Add a fifth stage, so the network ends at stride 64. At 448 the last four stages then see
-56, 28, 14, 7, exactly what a four-stage network sees at 224, and the cost stays put. The new front
-(stem at $224^2$, stage 1 at $112^2$) is made cheap by *two-branch* CNN blocks:
-
-* **HR-stem** (§4.1): 3x3/2 conv, then a *high-resolution branch* (a light depthwise conv, then a strided conv)
-  in parallel with a *low-resolution branch* (strided conv first, then 3x3 and 1x1 convs on 4x fewer pixels); sum, BN.
-* **HR block** (§4.2, stages 1-2): $x + \mathrm{DW}(x) + \mathrm{Up}_2(\mathrm{FFN}(\mathrm{DW}_{s2}(x)))$ - the FFN
-  runs at half resolution and is copied back up by repetition.
-* **IRDS-a / IRDS-b** (§4.3): inverted-residual downsampling with an extra downsampling shortcut.
-* **CFFN** (Eq. 3) with BN in stage 3: $\mathrm{CFFN}(X) = \mathrm{FC}(\mathrm{DWConv}(z) + z),\ z = \sigma(\mathrm{FC}(X))$;
-  Transformer blocks (MHSA + CFFN, LN) in stages 4-5.
-
-**EMA distillation** (§4.5): for a CutMix sample $\tilde x = M\odot x_a + (1-M)\odot x_b$ with label
-$\tilde y = \lambda y_a + (1-\lambda) y_b$, the EMA teacher's per-position class probabilities on the two
-*original* images are mixed by the same mask and pooled,
-$\hat y = \mathrm{AvgPool}(M\odot P_a + (1-M)\odot P_b)$, and the student is trained on
-$\bar y = \alpha \tilde y + (1-\alpha)\hat y$.
-""")
-
-code(r"""
+# %%
 import os, sys, time, math
 for p in ("..", "."):
     if os.path.isdir(os.path.join(p, "common")) and os.path.abspath(p) not in sys.path:
@@ -49,17 +71,16 @@ torch.manual_seed(0)
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 print(f"SMOKE={SMOKE} | device {device} | torch {torch.__version__} | threads {torch.get_num_threads()}")
 T0 = time.time()
-""")
 
-md(r"""
-## 1. Build the three variants and compare with Table II
 
-Counting is done on the `meta` device (no memory, no weight init) with `set_naive`, so that the attention
-matmuls are visible to `torch.utils.flop_counter` (the CPU flash-attention kernel is not). "GFLOPs" in the
-paper are read as MACs (the PVT/Swin convention).
-""")
+# %% [markdown]
+# ## 1. Build the three variants and compare with Table II
+#
+# Counting is done on the `meta` device (no memory, no weight init) with `set_naive`, so that the attention
+# matmuls are visible to `torch.utils.flop_counter` (the CPU flash-attention kernel is not). "GFLOPs" in the
+# paper are read as MACs (the PVT/Swin convention).
 
-code(r"""
+# %%
 def meta(name, size):
     with torch.device("meta"):
         return H.set_naive(H.MODELS[name](img_size=size))
@@ -78,19 +99,18 @@ for name in ("hiri_vit_s", "hiri_vit_b", "hiri_vit_l"):
 n4 = count_params(meta("mvit_s", 224))
 print(f"mvit_s      params {n4 / 1e6:6.2f}M (paper 35.0M) | 224: {gmacs('mvit_s', 224):.2f} G (paper 4.4) | "
       f"448: {gmacs('mvit_s', 448):.2f} G (Table VII row 7, with Conv-stem + IRDS: 21.5)")
-""")
 
-md(r"""
-## 2. The resolution puzzle: how does a stride-64 network run a 224 input?
 
-Table II gives HIRI-ViT-S the *same* 34.8M parameters and *nearly the same* cost at 224 (4.5 G) and 448 (5.0 G).
-A fixed five-stage network with stride 64 cannot: 224/64 is not whole, and 4x fewer pixels would be ~4x fewer MACs.
-So at 224 one stride-2 must be dropped, and the question is which. We measure the candidates against all
-three 224 rows (the MACs of "drop a stem stride" equal the MACs at 448 exactly, because every layer then sees the
-448 grids):
-""")
+# %% [markdown]
+# ## 2. The resolution puzzle: how does a stride-64 network run a 224 input?
+#
+# Table II gives HIRI-ViT-S the *same* 34.8M parameters and *nearly the same* cost at 224 (4.5 G) and 448 (5.0 G).
+# A fixed five-stage network with stride 64 cannot: 224/64 is not whole, and 4x fewer pixels would be ~4x fewer MACs.
+# So at 224 one stride-2 must be dropped, and the question is which. We measure the candidates against all
+# three 224 rows (the MACs of "drop a stem stride" equal the MACs at 448 exactly, because every layer then sees the
+# 448 grids):
 
-code(r"""
+# %%
 def gmacs_layout(name, size, strides):
     with torch.device("meta"):
         m = H.set_naive(H.MODELS[name](img_size=size, ds_strides=strides))
@@ -105,25 +125,24 @@ for label, f in cands.items():
     vals = [f(n) for n in ("hiri_vit_s", "hiri_vit_b", "hiri_vit_l")]
     print(f"{label:58s}" + "".join(f"{v:9.2f} ({100 * (v / H.PAPER_GFLOPS[n][224] - 1):+3.0f}%)"
                                       for v, n in zip(vals, ("hiri_vit_s", "hiri_vit_b", "hiri_vit_l"))))
-""")
 
-md(r"""
-Only the last layout reproduces all three 224 rows (within 1.5%): the stride-4 stem and stages 1-2 run on a
-quarter of the 448 pixels, and stages 3-5 (where almost all the MACs are) see the 448 grids 28/14/7. That is
-what `layout_for(img_size)` does for sizes that are multiples of 32 but not 64; multiples of 64 (384, 448, 512)
-use Table I's layout. The 384 rows are the one thing we cannot reproduce: with Table I's layout a 384 input
-costs ~0.75x of 448 (3.7 G for S), while the paper reports 4.7 G (0.94x); no whole-grid layout of this
-network gives that (see the module docstring). The same Table I layout at 768 reproduces Table III
-(16.1 / 31.6 / 63.4 G for S / B / L; printed in section 3 for S), so the 384 rows are the odd ones out.
 
-## 3. Cost vs resolution: five stages vs the four-stage baseline (Fig. 1)
+# %% [markdown]
+# Only the last layout reproduces all three 224 rows (within 1.5%): the stride-4 stem and stages 1-2 run on a
+# quarter of the 448 pixels, and stages 3-5 (where almost all the MACs are) see the 448 grids 28/14/7. That is
+# what `layout_for(img_size)` does for sizes that are multiples of 32 but not 64; multiples of 64 (384, 448, 512)
+# use Table I's layout. The 384 rows are the one thing we cannot reproduce: with Table I's layout a 384 input
+# costs ~0.75x of 448 (3.7 G for S), while the paper reports 4.7 G (0.94x); no whole-grid layout of this
+# network gives that (see the module docstring). The same Table I layout at 768 reproduces Table III
+# (16.1 / 31.6 / 63.4 G for S / B / L; printed in section 3 for S), so the 384 rows are the odd ones out.
+#
+# ## 3. Cost vs resolution: five stages vs the four-stage baseline (Fig. 1)
+#
+# GMACs (counted), activation memory of one forward pass (the sum of every leaf module's output in fp32:
+# what training has to keep for backward, counted on `meta`), and measured throughput (batch 1 on this
+# machine's CPU; on a GPU, batch 64 under bf16 autocast).
 
-GMACs (counted), activation memory of one forward pass (the sum of every leaf module's output in fp32:
-what training has to keep for backward, counted on `meta`), and measured throughput (batch 1 on this
-machine's CPU; on a GPU, batch 64 under bf16 autocast).
-""")
-
-code(r"""
+# %%
 def act_mem_mb(model, size):
     total = [0]
     def hook(m, i, o):
@@ -175,25 +194,23 @@ for a, t in zip(ax, ("GMACs", "activation memory of one forward (MB, fp32)", f"t
     a.set_xlabel("input size"); a.set_title(t); a.grid(alpha=.3)
 ax[0].legend(fontsize=8); ax[2].legend(fontsize=8)
 plt.tight_layout(); plt.show(); plt.close(fig)
-""")
 
-md(r"""
-On this shared 2-core CPU the throughput panel mostly shows interference from other jobs (the same measurement
-varies several-fold between runs; batch 1 on CPU also says little about GPU throughput): read the GMAC and memory
-panels, which are exact counts. The four-stage cost grows with the pixel count (x4.1 from 224 to 448), the five-stage cost barely moves between
-224 and 448, because the 224 layout already runs stages 3-5 on the 448 grids. Between multiples of 64 the five-stage
-curve is also ~quadratic (384 -> 448 -> 512), but at a quarter of the four-stage slope, since it has one more 2x
-downsampling. Note the saw-tooth: sizes that are multiples of 32 but not of 64 (224 here; 288, 352, ... too) use the
-224 layout and so cost *more per pixel* than their neighbours (224 costs more than 256). At 768 the
-five-stage count, 16.1 G, is exactly Table III's HIRI-ViT-S number.
+# %% [markdown]
+# On this shared 2-core CPU the throughput panel mostly shows interference from other jobs (the same measurement
+# varies several-fold between runs; batch 1 on CPU also says little about GPU throughput): read the GMAC and memory
+# panels, which are exact counts. The four-stage cost grows with the pixel count (x4.1 from 224 to 448), the five-stage cost barely moves between
+# 224 and 448, because the 224 layout already runs stages 3-5 on the 448 grids. Between multiples of 64 the five-stage
+# curve is also ~quadratic (384 -> 448 -> 512), but at a quarter of the four-stage slope, since it has one more 2x
+# downsampling. Note the saw-tooth: sizes that are multiples of 32 but not of 64 (224 here; 288, 352, ... too) use the
+# 224 layout and so cost *more per pixel* than their neighbours (224 costs more than 256). At 768 the
+# five-stage count, 16.1 G, is exactly Table III's HIRI-ViT-S number.
+#
+# ## 4. Checks: BN folding (§4.4), naive vs fast paths, the dense logits map
+#
+# BN sits in every conv block of stages 1-3 and in the IRDS layers, so at inference every BN can be folded
+# into the conv before it (and the HR-stem's BN over the branch sum into both branches' last convs).
 
-## 4. Checks: BN folding (§4.4), naive vs fast paths, the dense logits map
-
-BN sits in every conv block of stages 1-3 and in the IRDS layers, so at inference every BN can be folded
-into the conv before it (and the HR-stem's BN over the branch sum into both branches' last convs).
-""")
-
-code(r"""
+# %%
 torch.manual_seed(0)
 m = H.hiri_vit_s(num_classes=10, img_size=224 if SMOKE else 448).eval()
 for bn in m.modules():                      # pretend-trained statistics
@@ -212,24 +229,22 @@ with torch.no_grad():
 print(f"naive attention/upsampling vs fast: max |diff| {(y0 - y2).abs().max():.2e}")
 print(f"forward_dense {tuple(dense.shape)}; mean over positions vs forward: max |diff| {(dense.mean((2, 3)) - y0).abs().max():.2e}")
 del m, fused
-""")
 
-md(r"""
-## 5. Train, with and without EMA distillation
+# %% [markdown]
+# ## 5. Train, with and without EMA distillation
+#
+# **CPU path (what ran for the committed outputs):** the embedded `nearest-color` task (4 classes: a white disc
+# and four coloured discs; the label is the colour of the disc *nearest to the white one*, a relation between objects
+# at least a quarter of the image apart), at 32 px, 6,000 training and 500 validation images, with a *scaled-down*
+# HIRI-ViT (same five stages and block types, widths 16-128, 1-2 blocks per stage, 0.80M parameters, grids
+# 8/4/4/2/2, i.e. the last IRDS keeps the grid so that the teacher's map has 2x2 positions for the mask to mix).
+# 7 epochs (651 optimizer steps at batch 64) each, same seed, same data, the *same* CutMix recipe (alpha 1,
+# every batch mixed: `common/distill.py` mixes every batch, so the baseline does too), the same EMA (decay 0.99),
+# once with the plain CutMix label and once with EMA distillation ($\alpha=0.5$). On a GPU with
+# Imagenette present in `data/` the same cell trains the real HIRI-ViT-S at 320 px instead (see the README for the
+# recipe); it never downloads.
 
-**CPU path (what ran for the committed outputs):** the embedded `nearest-color` task (4 classes: a white disc
-and four coloured discs; the label is the colour of the disc *nearest to the white one*, a relation between objects
-at least a quarter of the image apart), at 32 px, 6,000 training and 500 validation images, with a *scaled-down*
-HIRI-ViT (same five stages and block types, widths 16-128, 1-2 blocks per stage, 0.80M parameters, grids
-8/4/4/2/2, i.e. the last IRDS keeps the grid so that the teacher's map has 2x2 positions for the mask to mix).
-7 epochs (651 optimizer steps at batch 64) each, same seed, same data, the *same* CutMix recipe (alpha 1,
-every batch mixed: `common/distill.py` mixes every batch, so the baseline does too), the same EMA (decay 0.99),
-once with the plain CutMix label and once with EMA distillation ($\alpha=0.5$). On a GPU with
-Imagenette present in `data/` the same cell trains the real HIRI-ViT-S at 320 px instead (see the README for the
-recipe); it never downloads.
-""")
-
-code(r"""
+# %%
 from common.data import build_loaders
 from common import train as T
 
@@ -264,9 +279,8 @@ for label, alpha in (("CutMix + EMA", 0.0), ("CutMix + EMA distillation", 0.5)):
     print(f"{label}: {steps} steps, {time.time() - t:.0f}s, final val acc {histories[label]['val_acc'][-1]:.3f} "
           f"(EMA {histories[label]['val_acc_ema'][-1]:.3f}); first epoch with val acc >= 0.9: "
           f"{next((e for e, a in zip(histories[label]['epoch'], histories[label]['val_acc']) if a >= 0.9), None)}")
-""")
 
-code(r"""
+# %%
 fig, ax = plt.subplots(1, 2, figsize=(11, 3.5))
 for label, h in histories.items():
     ax[0].plot(h["epoch"], h["train_loss"], "o-", label=label)
@@ -276,16 +290,14 @@ ax[1].axhline(1 / nc, color="gray", ls=":", label="chance")
 ax[0].set_title("train loss (vs the soft target)"); ax[1].set_title("validation accuracy")
 for a in ax: a.set_xlabel("epoch"); a.grid(alpha=.3); a.legend(fontsize=7)
 plt.tight_layout(); plt.show(); plt.close(fig)
-""")
 
-md(r"""
-### What the distillation target looks like
+# %% [markdown]
+# ### What the distillation target looks like
+#
+# One CutMix pair from the last batch: the mixed image, the mask $M$, the teacher's (EMA model's) probability
+# maps for the two originals, and the three label vectors $\tilde y$ (CutMix), $\hat y$ (teacher, Eq. 5) and $\bar y$.
 
-One CutMix pair from the last batch: the mixed image, the mask $M$, the teacher's (EMA model's) probability
-maps for the two originals, and the three label vectors $\tilde y$ (CutMix), $\hat y$ (teacher, Eq. 5) and $\bar y$.
-""")
-
-code(r"""
+# %%
 from common import distill
 x, y = next(iter(train_loader))
 teacher = model.eval()            # the last trained model stands in for an EMA teacher here
@@ -312,32 +324,25 @@ ax[3].legend(fontsize=7); ax[3].set_xticks(ks); ax[3].set_title("targets for x~"
 for a in ax[:3]: a.axis("off")
 plt.tight_layout(); plt.show(); plt.close(fig)
 print(f"teacher map shape {tuple(last['p_a'].shape)} | notebook time so far {time.time() - T0:.0f}s")
-""")
 
-md(r"""
-## What this CPU run can and cannot show
-
-* **Can:** that the architecture, the 224/448 layouts, BN folding and the distillation target work as the paper
-  describes; the parameter and cost numbers of Table II (params within 0.2%, 224 and 448 MACs within 3.5%); the
-  Fig. 1 argument (cost vs resolution, four vs five stages) with counted MACs and activation memory.
-* **Measured here (7 epochs, 651 steps each, 0.80M-parameter HIRI-ViT, `nearest-color` at 32 px):** both runs
-  leave chance quickly (val accuracy after epoch 1/2/3: 46.6/77.8/94.0% plain CutMix, 51.0/86.6/93.2% with EMA
-  distillation) and end at the same student accuracy, 97.8%, with EMA weights at 98.0% (plain) vs 98.2%
-  (distilled): one validation image out of 500, i.e. **no measurable difference**. Distillation is ~12% slower
-  per step here (207 s vs 184 s: one extra no-grad teacher pass), and its training loss is higher because it is
-  measured against the softer target. The task saturates, so this run shows that the distillation path trains
-  as well as the baseline, not that it helps.
-* **Cannot:** any accuracy claim of the paper. The paper's gain from EMA distillation is +0.2% top-1 on ImageNet
-  after 300 epochs (Table VII row 11), far below what 500 validation images can resolve (one image = 0.2%). CPU
-  throughput at batch 1 says little about GPU throughput (Table II's numbers are on a V100-class GPU at large
-  batch).
-* **GPU recipe:** put Imagenette (320 px) in `data/imagenette2-320/` and rerun this notebook on a CUDA machine
-  (the training cell then trains HIRI-ViT-S at 320 px, 40 epochs, both ways), or from the shell
-  `python -m common.train hiri_vit_s --data imagenette --img-size 320 --epochs 40 --cutmix 1.0` (the CLI has no
-  distillation switch; use `TrainConfig(ema=0.9998, ema_distill_alpha=0.5, cutmix=1.0)` from Python).
-""")
-
-nb = nbf.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                               "language": "python"}})
-import sys
-nbf.write(nb, sys.argv[1] if len(sys.argv) > 1 else __file__.replace("_build_hiri_vit.py", "hiri_vit.ipynb"))
+# %% [markdown]
+# ## What this CPU run can and cannot show
+#
+# * **Can:** that the architecture, the 224/448 layouts, BN folding and the distillation target work as the paper
+#   describes; the parameter and cost numbers of Table II (params within 0.2%, 224 and 448 MACs within 3.5%); the
+#   Fig. 1 argument (cost vs resolution, four vs five stages) with counted MACs and activation memory.
+# * **Measured here (7 epochs, 651 steps each, 0.80M-parameter HIRI-ViT, `nearest-color` at 32 px):** both runs
+#   leave chance quickly (val accuracy after epoch 1/2/3: 46.6/77.8/94.0% plain CutMix, 51.0/86.6/93.2% with EMA
+#   distillation) and end at the same student accuracy, 97.8%, with EMA weights at 98.0% (plain) vs 98.2%
+#   (distilled): one validation image out of 500, i.e. **no measurable difference**. Distillation is ~12% slower
+#   per step here (207 s vs 184 s: one extra no-grad teacher pass), and its training loss is higher because it is
+#   measured against the softer target. The task saturates, so this run shows that the distillation path trains
+#   as well as the baseline, not that it helps.
+# * **Cannot:** any accuracy claim of the paper. The paper's gain from EMA distillation is +0.2% top-1 on ImageNet
+#   after 300 epochs (Table VII row 11), far below what 500 validation images can resolve (one image = 0.2%). CPU
+#   throughput at batch 1 says little about GPU throughput (Table II's numbers are on a V100-class GPU at large
+#   batch).
+# * **GPU recipe:** put Imagenette (320 px) in `data/imagenette2-320/` and rerun this notebook on a CUDA machine
+#   (the training cell then trains HIRI-ViT-S at 320 px, 40 epochs, both ways), or from the shell
+#   `python -m common.train hiri_vit_s --data imagenette --img-size 320 --epochs 40 --cutmix 1.0` (the CLI has no
+#   distillation switch; use `TrainConfig(ema=0.9998, ema_distill_alpha=0.5, cutmix=1.0)` from Python).

@@ -1,42 +1,51 @@
-"""Builds notebooks/lkca.ipynb from the cells below (the notebook is the artefact; this is its source).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-    python notebooks/_build_lkca.py            # writes notebooks/lkca.ipynb without outputs
-    cd notebooks && HVP_SMOKE=0 jupyter nbconvert --to notebook --execute --inplace lkca.ipynb   # real run
-"""
-import os
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/hybrid-vision-papers/hybrid-vision-papers/blob/main/notebooks/lkca.ipynb)
+#
+# # LKCA: attention as one large-kernel convolution
+#
+# *Li et al., "Interpreting and Improving Attention From the Perspective of Large Kernel Convolution"*
+# (arXiv 2401.05738). Code: [`papers/lkca.py`](../papers/lkca.py) (one file, copy it anywhere).
+#
+# Self-attention mixes the $N$ tokens of a ViT with an $N\times N$ matrix computed from the input,
+# $\mathrm{softmax}(QK^\top/\sqrt d)$. **LKCA** replaces it by a matrix that does not depend on the input at all:
+# one learned table $w$ of size $(2s-1)\times(2s-1)$, $s=\sqrt N$ tokens per side, applied to $V$ as a convolution
+# with zero padding $s-1$. Because the kernel is almost twice the size of the token grid, **every output token
+# sees every input token** (global, like attention) while the weights depend only on the *offset* between two
+# tokens (translation-equivariant, like a CNN).
+#
+# This notebook: **explain** the two views with pictures $\to$ **build** the models $\to$ **check** the views
+# are equal and the parameter counts match the paper $\to$ **train** ViT vs ViT-LKCA at matched size
+# $\to$ **visualise** the learned kernels.
 
-import nbformat as nbf
+# %%
+# Colab setup: clone the repository and install what Colab lacks; anywhere else this cell does nothing.
+import os, sys, subprocess
+HVP_REPO = "https://github.com/hybrid-vision-papers/hybrid-vision-papers"
+if "google.colab" in sys.modules and not os.path.isdir("papers"):
+    if not os.path.isdir("hybrid-vision-papers"):
+        subprocess.run(["git", "clone", "--depth", "1", HVP_REPO], check=True)
+    os.chdir("hybrid-vision-papers")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "einops"], check=True)
+    import torch
+    print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available()
+          else "none (Runtime > Change runtime type > GPU); the notebook runs on the CPU")
 
-cells = []
-
-
-def md(s):
-    cells.append(nbf.v4.new_markdown_cell(s.strip("\n")))
-
-
-def code(s):
-    cells.append(nbf.v4.new_code_cell(s.strip("\n")))
-
-
-md(r"""
-# LKCA: attention as one large-kernel convolution
-
-*Li et al., "Interpreting and Improving Attention From the Perspective of Large Kernel Convolution"*
-(arXiv 2401.05738). Code: [`papers/lkca.py`](../papers/lkca.py) (one file, copy it anywhere).
-
-Self-attention mixes the $N$ tokens of a ViT with an $N\times N$ matrix computed from the input,
-$\mathrm{softmax}(QK^\top/\sqrt d)$. **LKCA** replaces it by a matrix that does not depend on the input at all:
-one learned table $w$ of size $(2s-1)\times(2s-1)$, $s=\sqrt N$ tokens per side, applied to $V$ as a convolution
-with zero padding $s-1$. Because the kernel is almost twice the size of the token grid, **every output token
-sees every input token** (global, like attention) while the weights depend only on the *offset* between two
-tokens (translation-equivariant, like a CNN).
-
-This notebook: **explain** the two views with pictures $\to$ **build** the models $\to$ **check** the views
-are equal and the parameter counts match the paper $\to$ **train** ViT vs ViT-LKCA at matched size
-$\to$ **visualise** the learned kernels.
-""")
-
-code(r"""
+# %%
 import os, sys, time
 for p in ("..", "."):                                   # run from notebooks/ or from the repo root
     if os.path.isdir(os.path.join(p, "common")) and os.path.abspath(p) not in sys.path:
@@ -53,24 +62,22 @@ from papers.lkca import LKCA, MODELS, PAPER_PARAMS, PAPER_MACS
 seed_everything(0)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 print(f"torch {torch.__version__} | device {DEVICE} | SMOKE={SMOKE}")
-""")
 
-md(r"""
-## 1. Two views of one operator
+# %% [markdown]
+# ## 1. Two views of one operator
+#
+# **Convolution view** (Algorithm 2). Reshape $V\in\mathbb R^{B\times N\times C}$ to $B\cdot C$ single-channel
+# $s\times s$ images and cross-correlate each with the *same* kernel $w$, padding $s-1$:
+# $$\mathrm{out}[i,j] = \sum_{a,b} w[a-i+s-1,\; b-j+s-1]\; V[a,b].$$
+#
+# **Attention view** (Algorithm 1). Slide an $s\times s$ window over $w$; the window for query token $(i,j)$
+# starts at $(s-1-i,\,s-1-j)$. Flattened, it is row $(i,j)$ of an $N\times N$ "attention map"
+# $$T[(i,j),(a,b)] = w[a-i+s-1,\; b-j+s-1],\qquad \mathrm{LKCA}(V) = T\,V .$$
+# $T$ is block-Toeplitz with Toeplitz blocks: constant along every (block-)diagonal, because it depends only on
+# the offset $(a-i, b-j)$. Below: a kernel for an $8\times 8$ grid (a smooth blob plus a sharp "look one token to
+# the right" spike), its $64\times64$ unrolled matrix, and one row of $T$ folded back to the grid.
 
-**Convolution view** (Algorithm 2). Reshape $V\in\mathbb R^{B\times N\times C}$ to $B\cdot C$ single-channel
-$s\times s$ images and cross-correlate each with the *same* kernel $w$, padding $s-1$:
-$$\mathrm{out}[i,j] = \sum_{a,b} w[a-i+s-1,\; b-j+s-1]\; V[a,b].$$
-
-**Attention view** (Algorithm 1). Slide an $s\times s$ window over $w$; the window for query token $(i,j)$
-starts at $(s-1-i,\,s-1-j)$. Flattened, it is row $(i,j)$ of an $N\times N$ "attention map"
-$$T[(i,j),(a,b)] = w[a-i+s-1,\; b-j+s-1],\qquad \mathrm{LKCA}(V) = T\,V .$$
-$T$ is block-Toeplitz with Toeplitz blocks: constant along every (block-)diagonal, because it depends only on
-the offset $(a-i, b-j)$. Below: a kernel for an $8\times 8$ grid (a smooth blob plus a sharp "look one token to
-the right" spike), its $64\times64$ unrolled matrix, and one row of $T$ folded back to the grid.
-""")
-
-code(r"""
+# %%
 s = 8
 layer = LKCA(dim=1, grid=s)
 K = 2 * s - 1
@@ -88,18 +95,16 @@ ax[2].imshow(T[q[0] * s + q[1]].view(s, s), cmap="viridis"); ax[2].plot(q[1], q[
 ax[2].set_title(f"row of T for query token {q}, on the 8x8 grid")
 for a in ax: a.set_xticks([]); a.set_yticks([])
 plt.tight_layout(); plt.show(); plt.close(fig)
-""")
 
-md(r"""
-## 2. Check: the views are the same function (outputs *and* gradients)
+# %% [markdown]
+# ## 2. Check: the views are the same function (outputs *and* gradients)
+#
+# `LKCA.view` selects the computation: `"conv"` (Algorithm 2), `"attention"` (Algorithm 1: $T$ broadcast per
+# image and head, then `attn @ V`), and the default `"gemm"`: since $T$ is shared by every image and channel,
+# the whole batch is a single batched GEMM with $T$ broadcast (batch stride 0) and all $C$ channels as columns. `tests/test_lkca.py` asserts this
+# for many grid sizes in float64; here is one check in float32.
 
-`LKCA.view` selects the computation: `"conv"` (Algorithm 2), `"attention"` (Algorithm 1: $T$ broadcast per
-image and head, then `attn @ V`), and the default `"gemm"`: since $T$ is shared by every image and channel,
-the whole batch is a single batched GEMM with $T$ broadcast (batch stride 0) and all $C$ channels as columns. `tests/test_lkca.py` asserts this
-for many grid sizes in float64; here is one check in float32.
-""")
-
-code(r"""
+# %%
 torch.manual_seed(0)
 m = LKCA(dim=64, grid=8, heads=4)
 with torch.no_grad():
@@ -114,18 +119,17 @@ for view in ("conv", "attention", "gemm"):
 for view in ("attention", "gemm"):   # largest difference, relative to the largest value (float32 rounding)
     d = [float((a - b).abs().max() / b.abs().max()) for a, b in zip(res[view], res["conv"])]
     print(f"{view:9s} vs conv: max relative diff: output {d[0]:.1e}, grad x {d[1]:.1e}, grad kernel {d[2]:.1e}")
-""")
 
-md(r"""
-### Which view is fastest?
 
-The convolution view does $B\cdot C$ single-channel convolutions with a kernel four times the image: about
-$4N^2$ multiply-adds per channel, $3/4$ of them on zero padding, in a shape cuDNN/oneDNN are not tuned for. The
-GEMM view does exactly the $N^2$ useful ones, in the most optimised routine there is. Timed here on LKCA-B's
-shape (batch 256 on a GPU / 64 on CPU, $N=64$, $C=210$), forward and forward+backward, best of 20:
-""")
+# %% [markdown]
+# ### Which view is fastest?
+#
+# The convolution view does $B\cdot C$ single-channel convolutions with a kernel four times the image: about
+# $4N^2$ multiply-adds per channel, $3/4$ of them on zero padding, in a shape cuDNN/oneDNN are not tuned for. The
+# GEMM view does exactly the $N^2$ useful ones, in the most optimised routine there is. Timed here on LKCA-B's
+# shape (batch 256 on a GPU / 64 on CPU, $N=64$, $C=210$), forward and forward+backward, best of 20:
 
-code(r"""
+# %%
 def bench(view, B, C=210, s=8, backward=False, reps=10):
     m = LKCA(C, s, view=view).to(DEVICE)
     with torch.no_grad():
@@ -149,19 +153,17 @@ for backward in (False, True):
     timing["fwd+bwd" if backward else "fwd"] = row
     print(f"{'fwd+bwd' if backward else 'fwd':8s} " + "  ".join(f"{k}: {v:7.2f} ms" for k, v in row.items())
           + f"   conv / gemm = {row['conv'] / row['gemm']:.1f}x")
-""")
 
-md(r"""
-## 3. Build: the paper's models and their sizes
+# %% [markdown]
+# ## 3. Build: the paper's models and their sizes
+#
+# The variants are the authors' configs (`models/create_model.py`); `lkca_t/b/l` are the README's LKCA-T/B/L.
+# LKCA costs $2D^2 + D + (2s-1)^2$ parameters per layer against MHSA's $4D^2+D$, so at equal budget the LKCA
+# models are deeper or wider. MACs: the paper's "Flops" come from ptflops, which sees only `nn.Linear`
+# layers (it misses the functional convolution and attention's matmuls) — column *layers*; *total* counts
+# everything that runs (the LKCA mixing as the $N^2$-per-channel GEMM).
 
-The variants are the authors' configs (`models/create_model.py`); `lkca_t/b/l` are the README's LKCA-T/B/L.
-LKCA costs $2D^2 + D + (2s-1)^2$ parameters per layer against MHSA's $4D^2+D$, so at equal budget the LKCA
-models are deeper or wider. MACs: the paper's "Flops" come from ptflops, which sees only `nn.Linear`
-layers (it misses the functional convolution and attention's matmuls) — column *layers*; *total* counts
-everything that runs (the LKCA mixing as the $N^2$-per-channel GEMM).
-""")
-
-code(r"""
+# %%
 rows = []
 for (dataset, n_cls, size), table in PAPER_PARAMS.items():
     for name, paper in table.items():
@@ -174,25 +176,23 @@ print(f"{'dataset':14s}{'variant':14s}{'paper':>8s}{'ours':>9s}{'diff':>8s} | {'
 for d, n, p, o, diff, ml, mt, mp in rows:
     macs = f"{ml:11.1f}{mt:8.1f}{mp or float('nan'):8.2f}" if ml else ""
     print(f"{d:14s}{n:14s}{p:7.2f}M{o:8.3f}M{diff:+7.2f}% | {macs}")
-""")
 
-md(r"""
-## 4. Train: ViT vs ViT-LKCA at matched size
+# %% [markdown]
+# ## 4. Train: ViT vs ViT-LKCA at matched size
+#
+# Table II's 1M row: `vit_1m` (MHSA, 1.06M) against `vit_1m_lkca` = LKCA-T (1.03M), same recipe
+# (AdamW 1e-3, warm-up + cosine, label smoothing 0.1; the shared `common.train.fit` loop).
+#
+# * **GPU**: CIFAR-10 at 32 px (the paper's setting, scaled down to 30 epochs), from `data/` or downloaded.
+# * **CPU** (what produced the outputs committed here, on a 2-core machine): the embedded long-range
+#   `nearest-color` task (which of 4 coloured discs is nearest to the white disc? The nearest one is always at
+#   least a quarter of the image away; see `common/synthetic.py`), 8 epochs of 5,000 images each (625 steps of batch 64). Examples below.
+# * **SMOKE** (CI): a few steps on 64 images, just to prove the cells run.
+#
+# On such a short CPU run the numbers are a sketch, not a reproduction: the paper trains 100 epochs with
+# AutoAugment, MixUp/CutMix and repeated augmentation. The recipe for the real thing is in the README.
 
-Table II's 1M row: `vit_1m` (MHSA, 1.06M) against `vit_1m_lkca` = LKCA-T (1.03M), same recipe
-(AdamW 1e-3, warm-up + cosine, label smoothing 0.1; the shared `common.train.fit` loop).
-
-* **GPU**: CIFAR-10 at 32 px (the paper's setting, scaled down to 30 epochs), from `data/` or downloaded.
-* **CPU** (what produced the outputs committed here, on a 2-core machine): the embedded long-range
-  `nearest-color` task (which of 4 coloured discs is nearest to the white disc? The nearest one is always at
-  least a quarter of the image away; see `common/synthetic.py`), 8 epochs of 5,000 images each (625 steps of batch 64). Examples below.
-* **SMOKE** (CI): a few steps on 64 images, just to prove the cells run.
-
-On such a short CPU run the numbers are a sketch, not a reproduction: the paper trains 100 epochs with
-AutoAugment, MixUp/CutMix and repeated augmentation. The recipe for the real thing is in the README.
-""")
-
-code(r"""
+# %%
 CPU_EPOCHS, CPU_TRAIN = 8, 5000          # the CPU run: 8 epochs on 5000 generated images, per model
 if SMOKE:
     data, cfg_kw, load_kw = "nearest-color", dict(epochs=1, max_steps_per_epoch=2), dict(smoke=True)
@@ -225,9 +225,8 @@ for name in ("vit_1m", "vit_1m_lkca"):
                           TrainConfig(lr=1e-3, device=DEVICE, progress=not SMOKE, **cfg_kw))
     if name == "vit_1m_lkca":
         trained_lkca = model
-""")
 
-code(r"""
+# %%
 fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
 for name, h in histories.items():
     label = "ViT/1M (MHSA)" if name == "vit_1m" else "ViT/1M-LKCA (LKCA-T)"
@@ -240,18 +239,16 @@ plt.tight_layout(); plt.show(); plt.close(fig)
 for name, h in histories.items():
     print(f"{name:12s} final val acc {100 * h['val_acc'][-1]:.1f}%  (best {100 * max(h['val_acc']):.1f}%)"
           f"  in {h['time'][-1]:.0f}s")
-""")
 
-md(r"""
-## 5. Visualise: what did the kernels learn?
+# %% [markdown]
+# ## 5. Visualise: what did the kernels learn?
+#
+# Each block has one $15\times15$ kernel (offsets $-7..7$ in tokens). The centre is "this token"; a bright
+# pixel at $(\Delta y, \Delta x)$ means "gather from the token that far away". Zero-initialised, so everything
+# here was learned. Below them, the first block's kernel unrolled into its $64\times 64$ attention map: the same
+# map for every image, channel and head.
 
-Each block has one $15\times15$ kernel (offsets $-7..7$ in tokens). The centre is "this token"; a bright
-pixel at $(\Delta y, \Delta x)$ means "gather from the token that far away". Zero-initialised, so everything
-here was learned. Below them, the first block's kernel unrolled into its $64\times 64$ attention map: the same
-map for every image, channel and head.
-""")
-
-code(r"""
+# %%
 kernels = [m.kernel.detach().cpu() for m in trained_lkca.modules() if isinstance(m, LKCA)]
 fig, ax = plt.subplots(1, len(kernels), figsize=(1.7 * len(kernels), 2.1))
 for i, (a, k) in enumerate(zip(ax, kernels)):
@@ -267,36 +264,26 @@ ax[1].imshow(first.toeplitz().detach().cpu(), cmap="RdBu_r"); ax[1].set_title("b
 for a in ax: a.set_xticks([]); a.set_yticks([])
 plt.tight_layout(); plt.show(); plt.close(fig)
 print("kernel norm per block:", " ".join(f"{float(k.norm()):.2f}" for k in kernels))
-""")
 
-code(r"""
+# %%
 # The comparison in one line (numbers from the run above).
 a, b = (histories[n]["val_acc"][-1] for n in ("vit_1m", "vit_1m_lkca"))
 first = {n: next((e for e, acc in zip(h["epoch"], h["val_acc"]) if acc > 1.5 / n_cls), None) for n, h in histories.items()}
 print(f"final val acc: ViT/1M {100 * a:.1f}% vs ViT/1M-LKCA {100 * b:.1f}% ({100 * (b - a):+.1f} points); "
       f"first epoch clearly above chance: ViT {first['vit_1m']}, LKCA {first['vit_1m_lkca']}")
-""")
 
-md(r"""
-## What to take away
-
-* LKCA is attention with a *static, shift-invariant* score matrix: $(2s-1)^2$ parameters per layer instead
-  of the $2D^2$ of $Q$ and $K$, and no softmax. The two views in the paper and the one-GEMM form used by
-  default here are the same function (checked above to float rounding, and in the tests for many sizes).
-* The one-GEMM form is much faster than the convolution view (ratio printed in §2); on a GPU the fused
-  Triton kernel in `common/kernels` (`accelerate(model)`) is the next step.
-* Training (§4, the line above): on the CPU run committed here, at matched size (1.03M vs 1.06M) and the
-  same recipe and budget, see which model leaves the chance plateau first and where each ends. A static,
-  offset-only mixing matrix is exactly the right inductive bias for "which disc is nearest?", which is the
-  paper's claim in miniature: LKCA helps most when data (or here, steps) are scarce. One seed, one task:
-  a sketch, not a benchmark.
-* Parameter counts reproduce Tables I-V within 0.5%; the MACs reproduce the paper's ptflops numbers
-  within 1% when, like ptflops, we count only the Linear layers.
-""")
-
-nb = nbf.v4.new_notebook(cells=cells)
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nb.metadata["language_info"] = {"name": "python"}
-out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lkca.ipynb")
-nbf.write(nb, out)
-print("wrote", out)
+# %% [markdown]
+# ## What to take away
+#
+# * LKCA is attention with a *static, shift-invariant* score matrix: $(2s-1)^2$ parameters per layer instead
+#   of the $2D^2$ of $Q$ and $K$, and no softmax. The two views in the paper and the one-GEMM form used by
+#   default here are the same function (checked above to float rounding, and in the tests for many sizes).
+# * The one-GEMM form is much faster than the convolution view (ratio printed in §2); on a GPU the fused
+#   Triton kernel in `common/kernels` (`accelerate(model)`) is the next step.
+# * Training (§4, the line above): on the CPU run committed here, at matched size (1.03M vs 1.06M) and the
+#   same recipe and budget, see which model leaves the chance plateau first and where each ends. A static,
+#   offset-only mixing matrix is exactly the right inductive bias for "which disc is nearest?", which is the
+#   paper's claim in miniature: LKCA helps most when data (or here, steps) are scarce. One seed, one task:
+#   a sketch, not a benchmark.
+# * Parameter counts reproduce Tables I-V within 0.5%; the MACs reproduce the paper's ptflops numbers
+#   within 1% when, like ptflops, we count only the Linear layers.
