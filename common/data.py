@@ -42,7 +42,7 @@ from typing import Callable, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from common.synthetic import SyntheticLongRange
+from common.synthetic import DEFAULT_DIFFICULTY, SyntheticLongRange
 
 DEFAULT_DATASET = "nearest-color"
 EMBEDDED = ("pathfinder", "pathfinder-colors", "nearest-color")
@@ -195,36 +195,25 @@ class TinyImageNet(Dataset):
         return (self.transform(img) if self.transform else img), target
 
 
-def _torchvision_cifar(cls):
-    """CIFAR loaders that check the files exist instead of their md5 (torchvision still checks the md5 of a
-    download). This lets the tests exercise the real on-disk format with small generated batches."""
-
-    class _C(cls):
-        def _check_integrity(self) -> bool:  # noqa: D401
-            base = os.path.join(self.root, self.base_folder)
-            return all(os.path.isfile(os.path.join(base, f)) for f, _ in self.train_list + self.test_list)
-
-        def _load_meta(self) -> None:
-            path = os.path.join(self.root, self.base_folder, self.meta["filename"])
-            if not os.path.isfile(path):
-                raise RuntimeError("Dataset metadata file not found or corrupted. You can use download=True")
-            import pickle
-
-            with open(path, "rb") as f:
-                meta = pickle.load(f, encoding="latin1")
-            self.classes = meta[self.meta["key"]]
-            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
-    _C.__name__ = cls.__name__
-    return _C
+SPLIT_SEED = 0   # the AID/RLD train/val split never depends on the training seed (--seed)
 
 
-def _split_folder(ds, val_fraction: float, seed: int):
-    """Deterministic stratified-ish split of one ImageFolder into train/val index lists."""
+def _split_folder(targets, val_fraction: float, seed: int = SPLIT_SEED):
+    """Stratified, deterministic split of one folder dataset into sorted train/val index lists: each class
+    gives round(n_c * val_fraction) images (at least 1 when it has 2 or more) to validation, drawn with a
+    fixed seed, so every training seed validates on the same images."""
     g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(ds), generator=g).tolist()
-    n_val = max(1, int(round(len(ds) * val_fraction)))
-    return sorted(perm[n_val:]), sorted(perm[:n_val])
+    by_class: dict = {}
+    for i, t in enumerate(targets):
+        by_class.setdefault(int(t), []).append(i)
+    train, val = [], []
+    for c in sorted(by_class):
+        idx = by_class[c]
+        perm = [idx[j] for j in torch.randperm(len(idx), generator=g).tolist()]
+        n_val = min(len(idx) - 1, max(1, int(round(len(idx) * val_fraction)))) if len(idx) > 1 else 0
+        val += perm[:n_val]
+        train += perm[n_val:]
+    return sorted(train), sorted(val)
 
 
 class _Transformed(Dataset):
@@ -249,7 +238,7 @@ def _real_datasets(name, img_size, root, download, augment, seed):
     t_val = build_transforms(name, img_size, False, augment)
     try:
         if name in ("cifar10", "cifar100"):
-            cls = _torchvision_cifar(tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100)
+            cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
             tr = cls(root, train=True, transform=t_train, download=download)
             va = cls(root, train=False, transform=t_val, download=download)
             return tr, va, len(tr.classes)
@@ -296,8 +285,8 @@ def _real_datasets(name, img_size, root, download, augment, seed):
             tr = tvd.ImageFolder(os.path.join(base, "train"), transform=t_train)
             va = tvd.ImageFolder(os.path.join(base, "val"), transform=t_val)
             return tr, va, len(tr.classes)
-        full = tvd.ImageFolder(base)                 # one folder of classes: split it 80/20, reproducibly
-        tr_idx, va_idx = _split_folder(full, 0.2, seed)
+        full = tvd.ImageFolder(base)                 # one folder of classes: split it 80/20, stratified
+        tr_idx, va_idx = _split_folder(full.targets, 0.2)   # fixed SPLIT_SEED, whatever the training seed
         return _Transformed(full, tr_idx, t_train), _Transformed(full, va_idx, t_val), len(full.classes)
     raise AssertionError(name)
 
@@ -308,7 +297,7 @@ def _real_datasets(name, img_size, root, download, augment, seed):
 def build_datasets(name: str = DEFAULT_DATASET, img_size: Optional[int] = None, root: str = "data",
                    download: bool = False, smoke: bool = False, train_size: Optional[int] = None,
                    val_size: Optional[int] = None, seed: int = 0, augment: str = "paper",
-                   num_classes: Optional[int] = None, difficulty: float = 0.0):
+                   num_classes: Optional[int] = None, difficulty: float = DEFAULT_DIFFICULTY):
     """Build (train_ds, val_ds, num_classes).
 
     Args:
@@ -334,7 +323,7 @@ def build_datasets(name: str = DEFAULT_DATASET, img_size: Optional[int] = None, 
         va = SyntheticLongRange(name, "val", val_size or 1000, **task_kw)
         return tr, va, tr.num_classes
     tr, va, n_cls = _real_datasets(name, img_size, root, download, augment, seed)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(SPLIT_SEED)   # the same subset whatever the training seed
     if train_size and train_size < len(tr):
         tr = Subset(tr, torch.randperm(len(tr), generator=g)[:train_size].tolist())
     if val_size and val_size < len(va):
@@ -342,16 +331,104 @@ def build_datasets(name: str = DEFAULT_DATASET, img_size: Optional[int] = None, 
     return tr, va, n_cls
 
 
+# --------------------------------------------------------------------------------------------------------
+# Samplers: one path for every world size (1 process, or N under torchrun / DistributedDataParallel)
+# --------------------------------------------------------------------------------------------------------
+def _dist_world_rank(world_size: Optional[int] = None, rank: Optional[int] = None) -> tuple[int, int]:
+    """(world_size, rank): the arguments if given, else the initialised process group's, else (1, 0)."""
+    import torch.distributed as dist
+
+    on = dist.is_available() and dist.is_initialized()
+    world = world_size if world_size is not None else (dist.get_world_size() if on else 1)
+    rank = rank if rank is not None else (dist.get_rank() if on else 0)
+    if not 0 <= rank < world:
+        raise ValueError(f"rank must be in [0, world_size={world}), got {rank}")
+    return world, rank
+
+
+class TrainSampler(torch.utils.data.Sampler):
+    """The training sampler for every world size (timm's RASampler / torch's DistributedSampler, merged).
+
+    Epoch e draws one permutation of the whole dataset from ``seed + e`` (the same on every process); with
+    ``repeats = r > 1`` each index is repeated r times in a row (repeated augmentation, Hoffer et al. 2020,
+    the LKCA/DeiT recipe: the r copies get different random augmentations, and under DDP they land on r
+    different processes). Process ``rank`` takes every ``world_size``-th index starting at ``rank``, and
+    ``len(dataset) // world_size`` of them, so every process has the same number of batches and an epoch
+    has as many samples (over all processes) as the dataset.
+
+    Why one path: with batch b per process, global batch k of a run on W processes is exactly
+    ``perm[k*W*b : (k+1)*W*b]``, the same images as batch k of a single process with batch W*b (and as
+    micro-batches 2k, 2k+1 of a run with batch W*b/2 and two accumulation steps). So 1 x 64, 1 x 32 x accum 2
+    and 2 x 32 are the same computation (tests/test_ddp.py checks the weights). Call ``set_epoch(e)`` before
+    each epoch (``common.train.fit`` does).
+    """
+
+    def __init__(self, n: int, world_size: Optional[int] = None, rank: Optional[int] = None, seed: int = 0,
+                 repeats: int = 1, shuffle: bool = True):
+        if repeats < 1:
+            raise ValueError(f"repeats (repeated augmentation) must be >= 1, got {repeats}")
+        self.n, self.seed, self.repeats, self.shuffle, self.epoch = n, seed, repeats, shuffle, 0
+        self.world_size, self.rank = _dist_world_rank(world_size, rank)
+        self.num_samples = n // self.world_size
+        if self.num_samples == 0:
+            raise ValueError(f"{n} samples cannot be shared by {self.world_size} processes")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            idx = torch.randperm(self.n, generator=g)                    # (n,)
+        else:
+            idx = torch.arange(self.n)
+        if self.repeats > 1:
+            idx = idx.repeat_interleave(self.repeats)                    # (r*n,) a,a,a,b,b,b,...
+        idx = idx[self.rank::self.world_size][: self.num_samples]        # this process's share
+        return iter(idx.tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class EvalShardSampler(torch.utils.data.Sampler):
+    """Validation sharding without padding: process r gets indices r, r+W, r+2W, ... Every sample is seen
+    exactly once over all processes (unlike DistributedSampler, which pads with duplicates when the size is
+    not divisible by W); ``common.train.evaluate`` all-reduces the sums, so the metrics are exact."""
+
+    def __init__(self, n: int, world_size: Optional[int] = None, rank: Optional[int] = None):
+        self.n = n
+        self.world_size, self.rank = _dist_world_rank(world_size, rank)
+
+    def __iter__(self):
+        return iter(range(self.rank, self.n, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world_size))
+
+
 def build_loaders(name: str = DEFAULT_DATASET, img_size: Optional[int] = None, batch_size: int = 128,
-                  num_workers: Optional[int] = None, seed: int = 0, **kwargs):
-    """Build (train_loader, val_loader, num_classes); kwargs go to ``build_datasets``."""
+                  num_workers: Optional[int] = None, seed: int = 0, repeats: int = 1,
+                  world_size: Optional[int] = None, rank: Optional[int] = None, **kwargs):
+    """Build (train_loader, val_loader, num_classes); kwargs go to ``build_datasets``.
+
+    ``batch_size`` is per process (timm's convention): under torchrun the global batch is batch_size x
+    processes (x accumulation steps in ``fit``). ``world_size``/``rank`` default to the initialised process
+    group's (1 / 0 without one). ``repeats`` > 1 turns on repeated augmentation (see ``TrainSampler``).
+    Training batches are always full (a last partial batch is dropped when the shard holds more than one
+    batch). Training workers are not persistent: ``fit`` reseeds the loader's generator every epoch, and new
+    workers take their seeds from it, so an epoch's augmentations depend only on (seed, epoch, rank) and a
+    resumed run draws exactly what the unbroken run drew.
+    """
     tr, va, n_cls = build_datasets(name, img_size=img_size, seed=seed, **kwargs)
     if num_workers is None:  # generated data is already in memory; decoding JPEGs wants workers
         num_workers = 0 if check_name(name) in EMBEDDED else min(8, os.cpu_count() or 1)
+    world, rank = _dist_world_rank(world_size, rank)
+    sampler = TrainSampler(len(tr), world, rank, seed=seed, repeats=repeats)
     g = torch.Generator().manual_seed(seed)
-    common = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available(),
-                  persistent_workers=num_workers > 0)
-    train_loader = DataLoader(tr, batch_size=batch_size, shuffle=True, drop_last=len(tr) > batch_size,
-                              generator=g, **common)
-    val_loader = DataLoader(va, batch_size=batch_size * 2, shuffle=False, **common)
+    pin = torch.cuda.is_available()
+    train_loader = DataLoader(tr, batch_size=batch_size, sampler=sampler, drop_last=len(sampler) > batch_size,
+                              generator=g, num_workers=num_workers, pin_memory=pin, persistent_workers=False)
+    val_loader = DataLoader(va, batch_size=batch_size * 2, sampler=EvalShardSampler(len(va), world, rank),
+                            num_workers=num_workers, pin_memory=pin, persistent_workers=num_workers > 0)
     return train_loader, val_loader, n_cls

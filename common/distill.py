@@ -20,7 +20,11 @@ Choices the paper leaves open (documented here and in papers/hiri_vit.py):
 * label smoothing (``TrainConfig.label_smoothing``) is applied to the one-hot labels inside y~ only; the
   teacher's part is already soft;
 * the teacher runs in eval mode (BN running statistics, no drop-path) without gradients;
-* with probability 1 - mix_prob a batch is not mixed (M = 1), and the target is still alpha-blended.
+* with probability 1 - mix_prob a batch is not mixed (M = 1), and the target is still alpha-blended;
+* MixUp (``TrainConfig.mixup > 0``; not in the paper, whose Eq. 4 is CutMix) is the same equation with a
+  constant mask M = lam everywhere: x~ = lam x_a + (1 - lam) x_b, P~ = lam P_a + (1 - lam) P_b. With both
+  MixUp and CutMix on, each batch picks one with probability 1/2 (as torchvision's RandomChoice and timm
+  do); with neither, ``fit`` uses the paper's CutMix with alpha 1.
 """
 from __future__ import annotations
 
@@ -85,34 +89,45 @@ class EMADistiller:
     ``fit`` seeds.
     """
 
-    def __init__(self, alpha: float = 0.5, cutmix_alpha: float = 1.0, mix_prob: float = 1.0):
+    def __init__(self, alpha: float = 0.5, cutmix_alpha: float = 1.0, mix_prob: float = 1.0,
+                 mixup_alpha: float = 0.0):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha (the CutMix label's weight in y_bar) must be in [0, 1], got {alpha}")
-        if cutmix_alpha <= 0:
-            raise ValueError(f"cutmix_alpha (the Beta parameter) must be > 0, got {cutmix_alpha}")
-        self.alpha, self.cutmix_alpha, self.mix_prob = alpha, cutmix_alpha, mix_prob
+        if cutmix_alpha < 0 or mixup_alpha < 0 or cutmix_alpha == mixup_alpha == 0:
+            raise ValueError(f"cutmix_alpha and mixup_alpha (Beta parameters) must be >= 0 and one of them > 0, "
+                             f"got cutmix_alpha={cutmix_alpha}, mixup_alpha={mixup_alpha}")
+        if not 0.0 <= mix_prob <= 1.0:
+            raise ValueError(f"mix_prob must be in [0, 1], got {mix_prob}")
+        self.alpha, self.cutmix_alpha, self.mixup_alpha, self.mix_prob = alpha, cutmix_alpha, mixup_alpha, mix_prob
         self.last: dict = {}
 
-    def _sample_lam(self) -> float:
-        return float(torch.distributions.Beta(self.cutmix_alpha, self.cutmix_alpha).sample())
+    @staticmethod
+    def _sample_lam(a: float) -> float:
+        return float(torch.distributions.Beta(a, a).sample())
 
     def mix(self, x: torch.Tensor):
-        """CutMix with a batch permutation: returns x~, perm, M (H, W)."""
+        """CutMix or MixUp with a batch permutation: returns x~, perm, M (H, W) (MixUp: M = lam everywhere)
+        and the kind ("cutmix", "mixup" or "none")."""
         b, _, h, w = x.shape
         perm = torch.roll(torch.arange(b, device=x.device), 1)              # x_b = x[perm]
+        kinds = [k for k, a in (("cutmix", self.cutmix_alpha), ("mixup", self.mixup_alpha)) if a > 0]
         if float(torch.rand(())) >= self.mix_prob:
-            mask = torch.ones(h, w, device=x.device)
+            kind, mask = "none", torch.ones(h, w, device=x.device)
         else:
-            mask = cutmix_mask(h, w, self._sample_lam(), device=x.device)
+            kind = kinds[0] if len(kinds) == 1 else kinds[int(torch.randint(2, ()))]
+            if kind == "cutmix":
+                mask = cutmix_mask(h, w, self._sample_lam(self.cutmix_alpha), device=x.device)
+            else:                                                           # MixUp: a constant mask
+                mask = torch.full((h, w), self._sample_lam(self.mixup_alpha), device=x.device)
         x_mixed = mask * x + (1 - mask) * x[perm]                           # (B, 3, H, W)  Eq. 4
-        return x_mixed, perm, mask
+        return x_mixed, perm, mask, kind
 
     def loss(self, model: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor,
              num_classes: int, label_smoothing: float = 0.0):
         if not hasattr(teacher, "forward_dense"):
             raise TypeError(f"EMA distillation needs a teacher with forward_dense(x) -> (B, classes, h, w) (the "
                             f"logits map before average pooling); {type(teacher).__name__} has none")
-        x_mixed, perm, mask = self.mix(x)
+        x_mixed, perm, mask, kind = self.mix(x)
         was_training = teacher.training
         teacher.eval()
         with torch.no_grad():
@@ -123,5 +138,6 @@ class EMADistiller:
         target = distill_target(p_a, p_a[perm], mask, y, y[perm], self.alpha, label_smoothing)  # (B, K)
         logits = model(x_mixed)                                              # (B, K)
         loss = torch.sum(-target * F.log_softmax(logits.float(), dim=1), dim=1).mean()
-        self.last = {"target": target, "mask": mask, "perm": perm, "lam": float(mask.mean()), "p_a": p_a}
+        self.last = {"target": target, "mask": mask, "perm": perm, "lam": float(mask.mean()), "p_a": p_a,
+                     "kind": kind}
         return loss, logits
