@@ -76,6 +76,64 @@ def test_nearest_color_label_is_the_nearest_disc_and_never_local(size):
         assert d.min() >= 0.25 * size - 1 and d.min() <= 0.78 * np.sort(d)[1]
 
 
+def test_nearest_color_refuses_impossible_settings():
+    """K = 5..8 discs rarely satisfy the constraints (at 32 px, 1000 tries fail on about half the samples for
+    K=5 and on all for K=8): a clear error instead of silently keeping a sample with an ambiguous label."""
+    with pytest.raises(ValueError, match="supports 2..4 classes"):
+        SyntheticLongRange("nearest-color", "train", 2, img_size=32, num_classes=8)
+    from common import synthetic
+
+    old = synthetic.NEAREST_MAX_CLASSES
+    try:                                        # the guard behind the up-front check: the tries run out
+        synthetic.NEAREST_MAX_CLASSES = 8
+        with pytest.raises(ValueError, match="could not place 8 coloured discs at 32x32 px"):
+            render("nearest-color", np.random.default_rng(0), 32, 8)
+    finally:
+        synthetic.NEAREST_MAX_CLASSES = old
+    # K=4 needs room too: at 16 px no sample fits (measured: 40/40 fail; 20 px 27/40, 24 px 4/40, 32 px 0/40).
+    with pytest.raises(ValueError, match="could not place 4 coloured discs at 16x16 px"):
+        SyntheticLongRange("nearest-color", "train", 2, img_size=16, num_classes=4)
+
+
+def test_difficulty_has_one_default():
+    import inspect
+
+    from common import synthetic
+
+    defaults = {inspect.signature(f).parameters["difficulty"].default
+                for f in (synthetic.render, synthetic.SyntheticLongRange.__init__, data.build_datasets)}
+    assert defaults == {synthetic.DEFAULT_DIFFICULTY} == {0.0}
+
+
+def test_train_sampler_one_path_for_every_world_size():
+    """Global batch k of W processes with batch b == batch k of one process with batch W*b; every epoch
+    reshuffles; repeated augmentation puts an image's copies on different processes."""
+    n, b = 40, 4
+    one = list(data.TrainSampler(n, 1, 0, seed=3))
+    shards = [list(data.TrainSampler(n, 2, r, seed=3)) for r in range(2)]
+    for k in range(n // (2 * b)):
+        assert sorted(shards[0][k * b:(k + 1) * b] + shards[1][k * b:(k + 1) * b]) == sorted(one[2 * k * b:2 * (k + 1) * b])
+    s = data.TrainSampler(n, 1, 0, seed=3)
+    s.set_epoch(1)
+    assert list(s) != one and sorted(s) == list(range(n))
+    ra = [list(data.TrainSampler(n, 3, r, seed=0, repeats=3)) for r in range(3)]
+    assert all(len(x) == n // 3 for x in ra) and ra[0] == ra[1] == ra[2]     # copies on 3 different processes
+    with pytest.raises(ValueError, match="repeats"):
+        data.TrainSampler(n, repeats=0)
+
+
+def test_eval_shard_sampler_is_exact():
+    for n, w in ((37, 2), (10, 3), (2, 4)):
+        parts = [list(data.EvalShardSampler(n, w, r)) for r in range(w)]
+        assert sorted(sum(parts, [])) == list(range(n))                    # each sample exactly once
+
+
+def test_datasets_pickle_for_spawn():
+    """Worker processes started with spawn (macOS, Windows) pickle the dataset: no local classes."""
+    tr, _, _ = data.build_datasets("nearest-color", smoke=True)
+    assert isinstance(pickle.loads(pickle.dumps(tr)), SyntheticLongRange)
+
+
 def test_render_rejects_unknown_task():
     with pytest.raises(ValueError, match="unknown synthetic task"):
         render("nope", np.random.default_rng(0))
@@ -103,8 +161,28 @@ def _write_cifar(root, n_classes=10, per_batch=6):
         pickle.dump({meta_key: [f"class{i}" for i in range(n_classes)]}, fh)
 
 
+@pytest.fixture
+def cifar_without_md5(monkeypatch):
+    """torchvision checks the md5 of CIFAR's files; the small files generated here only need to exist. (This
+    bypass lives in the tests: common/data.py uses torchvision's classes unchanged.)"""
+    import torchvision.datasets as tvd
+
+    def files_exist(self):
+        base = os.path.join(self.root, self.base_folder)
+        return all(os.path.isfile(os.path.join(base, f)) for f, _ in self.train_list + self.test_list)
+
+    def load_meta(self):
+        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
+            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+    for cls in (tvd.CIFAR10, tvd.CIFAR100):
+        monkeypatch.setattr(cls, "_check_integrity", files_exist)
+        monkeypatch.setattr(cls, "_load_meta", load_meta)
+
+
 @pytest.mark.parametrize("name,n_classes", [("cifar10", 10), ("cifar100", 100)])
-def test_cifar_real_format(tmp_path, name, n_classes):
+def test_cifar_real_format(tmp_path, name, n_classes, cifar_without_md5):
     _write_cifar(str(tmp_path), n_classes)
     tr, va, nc = data.build_datasets(name, root=str(tmp_path))
     assert nc == n_classes
@@ -130,11 +208,20 @@ def test_image_folder_single_tree_is_split(tmp_path, name):
         _write_images(str(tmp_path / name.upper() / c), 5, seed=hash(c) % 100)
     tr, va, nc = data.build_datasets(name, img_size=32, root=str(tmp_path))
     assert nc == 3 and len(tr) + len(va) == 15 and len(va) == 3
+    assert sorted(va.targets) == [0, 1, 2]                     # stratified: one of each class's five
     x, y = tr[0]
     assert x.shape == (3, 32, 32)
-    # Deterministic split.
-    tr2, va2, _ = data.build_datasets(name, img_size=32, root=str(tmp_path))
-    assert tr.indices == tr2.indices
+    # Deterministic, and independent of the training seed (seed 1 must not validate on seed 0's training set).
+    tr2, va2, _ = data.build_datasets(name, img_size=32, root=str(tmp_path), seed=1)
+    assert tr.indices == tr2.indices and va.indices == va2.indices
+
+
+def test_split_folder_is_stratified():
+    targets = [0] * 50 + [1] * 30 + [2] * 20
+    tr, va = data._split_folder(targets, 0.2)
+    assert sorted(tr + va) == list(range(100)) and not set(tr) & set(va)
+    assert [sum(targets[i] == c for i in va) for c in range(3)] == [10, 6, 4]
+    assert data._split_folder(targets, 0.2) == (tr, va)
 
 
 def test_image_folder_train_val_tree(tmp_path):
