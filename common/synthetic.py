@@ -20,7 +20,7 @@ Tasks (all images are RGB floats in [-1, 1], shape (3, S, S)):
   to. This is the multi-class variant: the answer is a global property of a path that can wind across the
   whole image, and every target is a plausible answer locally.
 
-* ``nearest-color`` (``num_classes`` = K, default 4; **the default dataset**). A white disc and K coloured
+* ``nearest-color`` (``num_classes`` = K in 2..4, default 4; **the default dataset**). A white disc and K coloured
   discs, one per colour, scattered over the image. Label: the colour of the disc *nearest* to the white one.
   Every sample is rejection-sampled so that the answer is unambiguous (the nearest disc is at most 0.75x as
   far as the runner-up) and never local (it is at least a quarter of the image away), so the answer is a

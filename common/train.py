@@ -1,18 +1,33 @@
-"""The one training loop every notebook and the CLI use.
+"""The one training loop every notebook and the CLI use, on one process or many (torchrun + DDP).
 
-    python -m common.train                         # LKCA-T on the embedded long-range dataset (CPU, ~4 min)
+    python -m common.train                         # LKCA-T on the embedded long-range dataset (CPU, minutes)
     python -m common.train vit_lkca --data cifar10 --download --epochs 100
-    python -m common.train --list                  # every model name
+    torchrun --standalone --nproc_per_node=4 -m common.train vit_lkca --data cifar10 --batch-size 32
+    python -m common.train --list                  # every model name; --help: every flag
 
-What it does, in order of a step: (optional) MixUp/CutMix on the batch -> forward under bf16 autocast on
-CUDA -> cross-entropy with label smoothing -> AdamW step -> per-step LR (linear warm-up, then cosine to
-``min_lr``) -> (optional) EMA update. After each epoch: validation (of the EMA weights too, if any), a
-checkpoint (``out_dir/last.pt``, written atomically, plus ``best.pt``) and a line of metrics; the history
-(a dict of lists, ready for plotting) is kept in the checkpoint and in ``history.json``. ``resume=True``
-continues from ``last.pt`` exactly where it stopped (model, optimizer, schedule, EMA, RNG state).
+What a step does: (optional) MixUp/CutMix on the batch (or HIRI-ViT's EMA distillation, common/distill.py)
+-> forward under autocast on CUDA (bf16 where supported, else fp16 with a GradScaler) -> cross-entropy with
+label smoothing -> backward (``accum_steps`` batches per step; under DDP the gradient all-reduce happens on
+the last one only, ``no_sync`` on the others) -> AdamW step (no weight decay on 1-D tensors and on what the
+model's ``no_weight_decay()`` lists) -> per-step LR (linear warm-up, then a cosine that reaches ``min_lr`` on
+the last step) -> (optional) EMA update with a warmed-up decay. After each epoch: validation over the whole
+validation set (sharded and all-reduced under DDP: exact, nothing duplicated or dropped), of the EMA weights
+too; rank 0 prints a line (with images/s), writes ``out_dir/last.pt`` and ``best.pt`` atomically (temp file +
+``os.replace``) and ``history.json``.
+
+Reproducibility: ``main`` seeds before it builds the data and the model, so the same command gives the same
+weights bit for bit on a CPU. Every epoch reseeds from (seed, epoch, rank) (shuffle, data workers, mixing,
+drop-path), so ``resume=True`` continues from ``last.pt`` exactly where the unbroken run would be, with 1 or
+N processes and any number of workers (tests/test_ddp.py kills a run with SIGKILL and compares). ``--resume``
+refuses a checkpoint of another model, dataset or configuration, naming both, before touching anything.
+
+Batches: ``--batch-size`` is per process (timm's convention); the global batch is batch x processes x
+``accum_steps``. ``common.data.TrainSampler`` is the one sampler for every world size, so 1 x 64,
+1 x 32 x accum 2 and 2 processes x 32 compute the same update (up to the order of float sums).
 
 Library code used instead of hand-written: ``torch.optim.AdamW``, ``torch.optim.lr_scheduler.LambdaLR``,
-``torch.optim.swa_utils.AveragedModel`` (EMA), ``torchvision.transforms.v2.MixUp/CutMix``, ``tqdm``.
+``torch.optim.swa_utils.AveragedModel`` (EMA), ``torch.nn.parallel.DistributedDataParallel``,
+``torchvision.transforms.v2.MixUp/CutMix``, ``tqdm``.
 """
 from __future__ import annotations
 
@@ -97,7 +112,8 @@ class TrainConfig:
     label_smoothing: float = _f(0.1, "label smoothing of the cross-entropy")
     mixup: float = _f(0.0, "MixUp alpha (0 = off; LKCA's recipe: 1.0)")
     cutmix: float = _f(0.0, "CutMix alpha (0 = off; LKCA's recipe: 1.0)")
-    mix_prob: float = _f(1.0, "probability that a batch is mixed when mixup or cutmix > 0 (timm's default 1.0)")
+    mix_prob: float = _f(0.5, "probability that a batch is mixed when mixup or cutmix > 0 (0.5: the LKCA "
+                              "authors' main.py; timm's default is 1.0)")
     ema: Optional[float] = _f(None, "EMA decay of the weights, e.g. 0.999")
     ema_warmup: bool = _f(True, "warm the EMA decay up: min(ema, (1 + n) / (10 + n)) after n updates")
     grad_clip: Optional[float] = _f(None, "clip the gradient norm to this value")

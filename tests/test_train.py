@@ -251,7 +251,8 @@ def test_cli_covers_trainconfig():
     flags = {a.dest for a in T.build_parser()._actions}
     missing = {f.name for f in dataclasses.fields(T.TrainConfig)} - flags - {"extra"}
     assert not missing
-    assert T.TrainConfig().mix_prob == 1.0             # timm's default: every batch mixed when mixing is on
+    assert T.TrainConfig().mix_prob == 0.5             # the LKCA authors' main.py (timm: 1.0, via --mix-prob 1)
+    assert T.build_parser().parse_args(["--mix-prob", "1"]).mix_prob == 1.0
 
 
 def test_cli_end_to_end_same_seed_same_weights(tmp_path, capsys):
