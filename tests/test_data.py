@@ -77,8 +77,8 @@ def test_nearest_color_label_is_the_nearest_disc_and_never_local(size):
 
 
 def test_nearest_color_refuses_impossible_settings():
-    """K = 5..8 discs rarely satisfy the constraints (at 32 px, 1000 tries fail on about half the samples for
-    K=5 and on all for K=8): a clear error instead of silently keeping a sample with an ambiguous label."""
+    """Too many discs for the image: a clear error instead of silently keeping a sample whose label is
+    ambiguous or local."""
     with pytest.raises(ValueError, match="supports 2..4 classes"):
         SyntheticLongRange("nearest-color", "train", 2, img_size=32, num_classes=8)
     from common import synthetic
@@ -90,9 +90,9 @@ def test_nearest_color_refuses_impossible_settings():
             render("nearest-color", np.random.default_rng(0), 32, 8)
     finally:
         synthetic.NEAREST_MAX_CLASSES = old
-    # K=4 needs room too: at 16 px no sample fits (measured: 40/40 fail; 20 px 27/40, 24 px 4/40, 32 px 0/40).
-    with pytest.raises(ValueError, match="could not place 4 coloured discs at 16x16 px"):
-        SyntheticLongRange("nearest-color", "train", 2, img_size=16, num_classes=4)
+    # Measured with 20,000 tries per image (the budget): at 32 px K=5 fit in 20/20 samples, K=6 in 5/10, K=8 in
+    # 0/3; K=4 at 16 px in 10/20. Before, after 1000 failed tries the last draw was kept: 2 of the default
+    # job's 7,000 images (seed 0) broke the task's promise.
 
 
 def test_difficulty_has_one_default():
