@@ -69,16 +69,16 @@ There is no authors' code, so "differs" means: from the paper's prose, or from w
 What the paper leaves open (each choice and why)
 ------------------------------------------------
 Shared:
-* ViT: ViT-B/16 (D = 768, 12 heads, MLP 3072, pre-norm Eq. 2-3, GELU, qkv bias, learned ``E_pos``, final
-  LayerNorm). Why: the paper says "12 transformer blocks" and "like the ViT"; ViT-B is the ViT whose size,
-  with ResNet-101, lands on the paper's 140M (see the parameter table).
+* ViT: ViT-B/16 (D = 768, 12 heads, MLP 3072, pre-norm Eq. 2-3, GELU, qkv bias, learned ``E_pos``; its
+  final LayerNorm moved into the head, below). Why: the paper says "12 transformer blocks" and "like the
+  ViT"; ViT-B is the ViT whose size, with ResNet-101, lands on the paper's 140M (see the parameter table).
 * "Five stages of ResNet-101" are He et al.'s conv1, conv2_x (max-pool + layer1), conv3_x, conv4_x,
   conv5_x: 64/256/512/1024/2048 channels at strides 2/4/8/16/32. Its ``fc`` and average pool are dropped.
 * "Each pixel is a token" = Eq. 1 with a 1-pixel patch: a 1x1 convolution to D (the trainable E).
 * Heads (Fig. 5): captions read "(a) average pooling by data depth, (b) average pooling by token". So the
   token-wise head averages each token over its D channels (one number per token, a vector of N) and the
   channel-wise head averages each channel over the N tokens (one number per channel, the usual GAP, a
-  vector of D); "mixing" (c) concatenates both vectors; each is followed by one Linear to the classes.
+  vector of D); "mixing" (c) concatenates both vectors; each is followed by a LayerNorm and one Linear.
   Default heads are each method's best in Table 1: mixing (late), mixing (early), channel-wise (layer).
 * Where the final LayerNorm goes. Eq. 2-3 end without one; ViT's (its Eq. 4, y = LN(z_L^0)) normalises
   the class token, which this paper drops. Here the head pools Eq. 3's output and then applies LayerNorm
@@ -87,7 +87,10 @@ Shared:
   token-wise head dead: mean_c(gamma_c t_hat_c + beta_c) is mean(beta) at initialisation (gamma = 1,
   t_hat zero-mean over channels), identical for every token and image (an earlier version of this file
   did this: pooled values constant to 6e-8, head gradient 2e-8). The late model's two encoders likewise
-  end without a LayerNorm; their raw outputs are fused.
+  end without a LayerNorm; their raw outputs are fused. One consequence, tested: a token-wise head's
+  LayerNorm over the N token means ignores any vector added to every token alike, so the last bias before
+  it (e.g. the last block's MLP output bias) gets no gradient from that head; it is redundant there, like a
+  bias before a BatchNorm.
 * Initialisation: truncated normal (std 0.02) for linear layers and positional embeddings (ViT/DeiT);
   torchvision's own initialisation (or the pretrained weights) for ResNet-101; PyTorch defaults for the
   fusion convolutions.
@@ -572,7 +575,7 @@ class LateTokenFusion(_TokenFusionBase):
         self.pos_vit = nn.Parameter(torch.zeros(1, n_vit, D))
         self.vit_encoder = blocks(D, depth // 2, num_heads, mlp_ratio)  # [paper silent: 12 blocks split 6 + 6]
         # CNN stream: each pixel of the last map a token (Eq. 1 with P = 1).
-        self.cnn_embed = nn.Conv2d(self.cnn.channels[-1], D, 1)
+        self.cnn_embed = nn.Conv2d(self.cnn.channels[-1], D, 1)  # "each pixel ... a token in Equation (1)"
         self.pos_cnn = nn.Parameter(torch.zeros(1, n_cnn, D))  # [paper silent: CNN tokens get their own E_pos]
         self.cnn_encoder = blocks(D, depth // 2, num_heads, mlp_ratio)
         self.fusion = LateFusionBlock(D, 2, upsample, combine)
@@ -650,7 +653,7 @@ class EarlyTokenFusion(_TokenFusionBase):
         self.unified_chans = 3 + bridge_chans * len(self.bridge_stages)  # 18 = 3 + 5 x 3 (Method 2)
         self.grid = img_size // patch_size
         n = self.grid ** 2
-        self.patch_embed = PatchEmbed(self.unified_chans, embed_dim, patch_size)
+        self.patch_embed = PatchEmbed(self.unified_chans, embed_dim, patch_size)  # "regarded as an image"
         self.pos_embed = nn.Parameter(torch.zeros(1, n, embed_dim))
         self.encoder = blocks(embed_dim, depth, num_heads, mlp_ratio)
         self.head = PoolingHead(n, embed_dim, num_classes, head)
@@ -683,7 +686,7 @@ class StageTokens(nn.Module):
         self.pool = patch_size // stride if stride < patch_size else 1
         self.proj = nn.Conv2d(in_chans, dim, 1)
         f = stride // patch_size if stride > patch_size else 1
-        self.up = up_conv(dim, dim, f) if f > 1 else None
+        self.up = up_conv(dim, dim, f) if f > 1 else None  # [paper silent: UpConv D -> D x2 for conv5_x]
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         if self.pool > 1:
@@ -708,7 +711,7 @@ class MixingBlock(nn.Module):
 
     def forward(self, t: torch.Tensor, f: torch.Tensor, n_extra: int = 0) -> torch.Tensor:
         t = self.blocks(t)                                      # transformer: (B, n_extra + N, D)
-        c = self.tokens(f)                                      # CNN stage output as tokens: (B, N, D)
+        c = self.tokens(f)  # CNN stage as tokens, (B, N, D) [paper silent: no E_pos of their own]
         if n_extra:
             extra, patches = t[:, :n_extra], t[:, n_extra:]     # (B, 1, D), (B, N, D)
             fused = self.integrate(torch.cat([patches, c], dim=2))  # (B, N, 2D) -> (B, N, D)
@@ -743,7 +746,7 @@ class LayerTokenFusion(_TokenFusionBase):
         D = embed_dim
         self.patch_embed = PatchEmbed(3, D, patch_size)
         self.n_extra = 1 if class_token else 0
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if class_token else None
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if class_token else None  # Table 4 variant only
         self.pos_embed = nn.Parameter(torch.zeros(1, n + self.n_extra, D))
         self.mixing = nn.ModuleList([
             MixingBlock(self.cnn.channels[i], self.cnn.strides[i], D, blocks_per_mix, num_heads, mlp_ratio,
