@@ -85,9 +85,10 @@ Shared:
   to the pooled vector (ViT's Eq. 4 with the pooled vector for z_L^0; timm's ``fc_norm`` for its
   average-pooling ViTs does the same). Rejected: ViT's per-token LayerNorm *before* pooling. It makes the
   token-wise head dead: mean_c(gamma_c t_hat_c + beta_c) is mean(beta) at initialisation (gamma = 1,
-  t_hat zero-mean over channels), identical for every token and image (an earlier version of this file
-  did this: pooled values constant to 6e-8, head gradient 2e-8). The late model's two encoders likewise
-  end without a LayerNorm; their raw outputs are fused. One consequence, tested: a token-wise head's
+  t_hat zero-mean over channels), identical for every token and image. An earlier version of this file
+  did this (the early and layer models' token-wise heads were dead; the late model's survived only because
+  its UpConv follows the norm); the notebook prints the pooled values' spread both ways, 1.8e-08 vs
+  1.7e-03. The late model's two encoders likewise end without a LayerNorm; their raw outputs are fused. One consequence, tested: a token-wise head's
   LayerNorm over the N token means ignores any vector added to every token alike, so the last bias before
   it (e.g. the last block's MLP output bias) gets no gradient from that head; it is redundant there, like a
   bias before a BatchNorm.
