@@ -89,9 +89,9 @@ Shared:
   did this (the early and layer models' token-wise heads were dead; the late model's survived only because
   its UpConv follows the norm); the notebook prints the pooled values' spread both ways, 1.8e-08 vs
   1.7e-03. The late model's two encoders likewise end without a LayerNorm; their raw outputs are fused.
-  One consequence, tested: a token-wise head's LayerNorm over the N token means ignores any vector added to every token alike, so the last bias before
-  it (e.g. the last block's MLP output bias) gets no gradient from that head; it is redundant there, like a
-  bias before a BatchNorm.
+  One consequence, tested: a token-wise head's LayerNorm over the N token means ignores any vector added
+  to every token alike, so the last bias before it (e.g. the last block's MLP output bias) gets no
+  gradient from that head; it is redundant there, like a bias before a BatchNorm.
 * Initialisation: truncated normal (std 0.02) for linear layers and positional embeddings (ViT/DeiT);
   torchvision's own initialisation (or the pretrained weights) for ResNet-101; PyTorch defaults for the
   fusion convolutions.
