@@ -302,8 +302,8 @@ print(f"final val acc: ViT/1M {100 * a:.1f}% vs ViT/1M-LKCA {100 * b:.1f}% ({100
 # * Sizes (§3): every parameter count is within 0.5% of the paper's tables (largest gap ViT/8M-LKCA, -0.49%);
 #   Linear-only MACs are 0.48-0.99% below the paper's ptflops numbers; the *total* MACs depend on the view
 #   (LKCA-B: 178.6M with the gemm or attention view, 200.2M with the conv view).
-# * Training (§4): **one seed, one task, 625 steps: an anecdote, not a result.** The MHSA ViT was ahead for
-#   the first four epochs (epoch 3: 44.7% vs 37.0%; epoch 4: 46.1% vs 45.8%), so this run does *not* show LKCA
+# * Training (§4): **one seed, one task, 625 steps: an anecdote, not a result.** The MHSA ViT was ahead in
+#   epochs 2-4 (epoch 3: 44.7% vs 37.0%; epoch 4: 46.1% vs 45.8%), so this run does *not* show LKCA
 #   learning faster when steps are scarce. LKCA-T then rose sharply (52.1% -> 60.4% -> 73.0% -> 73.9% over
 #   epochs 5-8) while the ViT crept from 47.5% to 52.0%. The final gap, +21.9 points, was measured right after
 #   that sudden rise, on one seed: a few more or fewer steps, or another seed, could change it a lot. Whether
