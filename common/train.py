@@ -680,7 +680,8 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: Optional[TrainConfig] =
 # CLI
 # --------------------------------------------------------------------------------------------------------
 # The default job: LKCA-T on the embedded nearest-color task (4 classes) at 32x32, 6000 generated training
-# images, batch 64, 10 epochs (930 steps). Measured numbers: README, "Two commands".
+# images, batch 64, 10 epochs (930 steps). Measured under the lock on the 2-core machine: 95.3% validation
+# accuracy, 4 min 27 s (README, "Two commands"; the learning curve: README, "The embedded dataset").
 DEFAULT_MODEL = "lkca_t"
 _JOB_RULES = {"epochs": "10 on the embedded data, 100 on real data, 1 with --smoke",
               "warmup_epochs": "10%% of the epochs, at least 0.5",
