@@ -399,6 +399,11 @@ class ViT(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
+    def no_weight_decay(self) -> set:
+        """Parameter names an AdamW recipe leaves undecayed (timm's convention; common/train.py reads it)."""
+        # [paper silent: the recipe gives AdamW wd 5e-2 only; like DeiT/timm, tables are not decayed]
+        return {n for n in ("pos_embed", "cls_token") if getattr(self, n, None) is not None}
+
     def set_view(self, view: str) -> "ViT":
         """Switch every LKCA layer to another (equivalent) view: "gemm", "attention" or "conv"."""
         # [not in paper: convenience for comparing the views on a whole model]

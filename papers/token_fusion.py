@@ -470,6 +470,11 @@ class _TokenFusionBase(nn.Module):
                 p.requires_grad_(False)
             self.cnn.eval()
 
+    def no_weight_decay(self) -> set:
+        """Parameter names an AdamW recipe leaves undecayed (timm's convention; common/train.py reads it)."""
+        # [paper silent: the paper does not say; like DeiT/timm, position embeddings and tokens are not decayed]
+        return {n for n in ("pos_embed", "cls_token", "pos_vit", "pos_cnn") if getattr(self, n, None) is not None}
+
     def _init_weights(self) -> None:
         # [paper silent: ViT/DeiT initialisation (trunc. normal 0.02) outside the (possibly pretrained) ResNet]
         cnn = set(id(m) for m in self.cnn.modules())
