@@ -308,7 +308,7 @@ class GlobalMHSA(nn.Module):
         self.rel_w = nn.Parameter(torch.randn(heads, 1, w_, self.d) * std)   # (h, 1, W, d) one per column
         if num_slots:
             # [not in paper: learned key/value slots per head in place of the paper's registers (docstring 3.)]
-            self.slot_k = nn.Parameter(torch.randn(heads, num_slots, self.d) * 0.02)  # (h, R, d)
+            self.slot_k = nn.Parameter(torch.randn(heads, num_slots, self.d) * 0.02)  # (h, R, d) [paper silent: init]
             self.slot_v = nn.Parameter(torch.randn(heads, num_slots, self.d) * 0.02)  # (h, R, d)
 
     def position_embedding(self) -> torch.Tensor:
@@ -389,7 +389,7 @@ class Branch(nn.Module):
         self.shortcut = conv_bn(c_in, c_out, 1)              # [not in paper: projection shortcut (code)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.body(x) + self.shortcut(x))       # (B, c_out, H, W)
+        return F.relu(self.body(x) + self.shortcut(x))       # (B, c_out, H, W) [paper silent: ReLU after + (code)]
 
 
 class IIABlock(nn.Module):
@@ -578,7 +578,7 @@ class IIANet(nn.Module):
         return x
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        x = features.mean((2, 3))                            # (B, C_last)  global average pool
+        x = features.mean((2, 3))                            # (B, C_last)  GAP [paper silent: code's AvgPool2d(9)]
         return self.fc(self.head_drop(x))                    # (B, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
