@@ -208,10 +208,11 @@ def test_parameter_breakdown_vs_the_code():
     cs = [[8, 20], [24, 32, 36], [40, 56, 80, 80, 88], [96, 128]]     # MHSA widths per block (code)
     assert sum(2 * c * s for cc, s in zip(cs, (73, 36, 18, 9)) for c in cc) == 27_128
     assert sum(2 * c * s for cc, s in zip(cs, (73, 37, 19, 10)) for c in cc) == 28_448
-    ds_bn = sum(p.numel() for n, p in m.named_parameters() if n.split(".")[0] == "downsample" and n.split(".")[2] == "1")
+    ds = {n: p.numel() for n, p in m.named_parameters() if n.startswith("downsample.")}   # downsample.i.{0,1}.*
+    ds_bn = sum(v for n, v in ds.items() if n.split(".")[2] == "1")
     assert ds_bn == 2 * (192 + 320 + 768) == 2_560
     assert sum(p.numel() for p in m.ecas.parameters()) == 20
-    ds_conv = sum(p.numel() for n, p in m.named_parameters() if n.split(".")[0] == "downsample" and n.split(".")[2] == "0")
+    ds_conv = sum(v for n, v in ds.items() if n.split(".")[2] == "0")
     assert ds_conv == 192 ** 2 + 320 ** 2 + 768 ** 2 == 729_088
     assert EXACT["iianet"] - 25_307_814 == 1_320 + 2_560 + 20
 
