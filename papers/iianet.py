@@ -89,7 +89,8 @@ What differs from the paper or the authors' code, and why
    so that the splits and heads stay exact, for CPU-sized experiments.
 9. **Ecosystem.** The input check is a module-level function registered with ``torch.fx.wrap`` and every
    reshape uses static sizes, so every model in ``MODELS`` traces with torchvision's
-   ``create_feature_extractor``, ``torch.export`` and ``torch.compile(fullgraph=True)`` (tested).
+   ``create_feature_extractor``, ``torch.export`` and ``torch.compile(fullgraph=True)`` (tested on every
+   variant in a one-block-per-stage configuration; ``position_term="code"`` / ``eca="dense"`` included).
 
 What the paper leaves open (and what we chose)
 ----------------------------------------------

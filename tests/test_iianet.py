@@ -436,8 +436,7 @@ def test_create_feature_extractor_equals_hooks(name):
 
 
 @pytest.mark.compile
-@pytest.mark.parametrize("name", ["iianet", "iianet_a_mbconv", "iianet_d_dilated_mhsa", "iianet_reg2",
-                                  "iianet_heads16"])
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_torch_export_equals_eager(name):
     m = _tiny(name)
     x = torch.randn(2, 3, 32, 32)
@@ -447,11 +446,10 @@ def test_torch_export_equals_eager(name):
 
 
 @pytest.mark.compile
-@pytest.mark.parametrize("name,kw", [("iianet", {}), ("iianet_a_mbconv", {}),
-                                     ("iianet_reg2", {"position_term": "code", "eca": "dense"})])
-def test_torch_compile_fullgraph_equals_eager(name, kw):
-    """Three variants cover every code path (all branches / one branch / slots, the code's position term and
-    the dense gate); the other MODELS differ from these only in ratio, heads or the number of slots."""
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_torch_compile_fullgraph_equals_eager(name):
+    # Every variant once; the reg variants also take the code's position term and the dense gate (the options).
+    kw = {"position_term": "code", "eca": "dense"} if "reg" in name else {}
     torch._dynamo.reset()
     torch.manual_seed(0)
     m = MODELS[name](**kw, **TINY).eval()
