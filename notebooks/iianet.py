@@ -242,7 +242,7 @@ print(f"slots     : |grad slot_k| = {att.slot_k.grad.abs().sum():.3f}, |grad slo
 CPU_TRAIN, CPU_EPOCHS, CPU_BATCH = 4000, 6, 32   # 125 steps per epoch, 750 per model (see the timing at the end)
 # A miniature iiANET for the CPU: one iiABlock per stage (the paper's 2/3/5/2 x0.25 takes ~3x longer),
 # widths 32/64/128/192, the paper's heads 1/2/4/8, no stem max-pool (32 px -> 13x13 stage-1 map).
-# Relational tasks are learned late and suddenly, so the budget goes into steps, not width.
+# The CPU budget goes into optimizer steps rather than width (a choice, not a measured trade-off).
 MINI = dict(img_size=32, widths=((32,), (64,), (128,), (192,)), heads=(1, 2, 4, 8), stem_widths=(16, 32),
             stem_pool=False, drop_rate=0.0)
 PETS_ROOT = os.path.join("..", "data") if os.path.isdir(os.path.join("..", "common")) else "data"
