@@ -25,8 +25,9 @@ tensor carries a marker), so it still behaves normally if it is called on anythi
 conv checks that the BN/activation are still the modules right after it in that container; one that was
 replaced (e.g. by `nn.SyncBatchNorm.convert_sync_batchnorm`, which builds new BN modules for DDP) is no
 longer fused (a warning, once), so the replacement runs exactly once. `restore(model)` switches every class
-back. The swapped methods are opaque to `torch.compile` (`torch.compiler.disable`): compiling an accelerated
-model works, with a graph break around each swapped module.
+back. The swapped methods are opaque to `torch.compile` (`ops.compile_opaque`, a lazy
+`torch.compiler.disable`): compiling an accelerated model works, with a graph break around each swapped
+module.
 
 Before a LKCA or ECA module is swapped, its original method and the reference op are compared once on a small
 random input; a module that does not compute what its contract says is left alone with a warning.
@@ -60,7 +61,7 @@ class TritonDWConv2d(nn.Conv2d):
     (checked at every call): if one was replaced after `accelerate` (e.g. `convert_sync_batchnorm` swaps in
     a SyncBatchNorm), the conv stops fusing it, warns once, and the replacement runs as a normal module."""
 
-    @torch.compiler.disable
+    @ops.compile_opaque
     def forward(self, x):
         if x.dim() != 4 or not ops.triton_usable(x, "dwconv2d"):
             return nn.Conv2d.forward(self, x)
@@ -114,21 +115,21 @@ def _live_fusion(conv):
     return bn, act_mod
 
 
-@torch.compiler.disable
+@ops.compile_opaque
 def _skip_if_fused(self, x, *args, **kwargs):
     if any(m is self for m in getattr(x, _MARK, ())):
         return x  # the preceding TritonDWConv2d already applied this module (folded BN / fused activation)
     return self._hvp_orig_class.forward(self, x, *args, **kwargs)
 
 
-@torch.compiler.disable
+@ops.compile_opaque
 def _lkca_mix(self, v):
     if v.dim() == 3 and v.shape[1] == self.grid * self.grid and ops.triton_usable(v, "lkca_mix"):
         return ops.lkca_mix(self.kernel, v, self.grid)
     return self._hvp_orig_class.mix(self, v)
 
 
-@torch.compiler.disable
+@ops.compile_opaque
 def _eca_forward(self, x):
     if x.dim() == 4 and ops.triton_usable(x, "eca"):
         return ops.eca(x, self.conv.weight, self.conv.bias)

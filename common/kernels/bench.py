@@ -268,7 +268,8 @@ def e2e(paper, factory_name, img_size, batch, dtype, dev, steps=10, layout="cl")
                 m(x)
         res[name + "_infer"] = do_bench(infer, warmup=3 * steps, rep=10 * steps * 10)
         m.train()
-    return dict(model=f"{factory_name}@{size} b{batch} {layout}", ms=res, speedup=round(res["eager"] / res["accelerated"], 3),
+    return dict(model=f"{factory_name}@{size} b{batch} {layout}", ms=res,
+                speedup=round(res["eager"] / res["accelerated"], 3),
                 speedup_infer=round(res["eager_infer"] / res["accelerated_infer"], 3),
                 swapped={k: report[k] for k in ("dwconv", "dwconv+bn", "dwconv+act", "lkca", "eca")})
 

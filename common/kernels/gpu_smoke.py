@@ -430,7 +430,8 @@ class Smoke:
             for layout in ("cl", "nchw"):
                 def run(shape=shape, layout=layout):
                     x, w = self.mk(shape, BF16, layout), self.mk((1, 1, 5), BF16)
-                    impls = {"triton": lambda x_, w_: ops.eca(x_, w_), "eager": lambda x_, w_: ref.eca_reference(x_, w_)}
+                    impls = {"triton": lambda x_, w_: ops.eca(x_, w_),
+                             "eager": lambda x_, w_: ref.eca_reference(x_, w_)}
                     impls.update(compiled("eca", impls["eager"]))
                     bench(f"eca {shape} bf16 {layout}", impls, [x, w], 6 * x.numel(), ref.eca_reference)
                 self.guarded("perf", f"eca {shape} {layout}", run)

@@ -29,12 +29,14 @@ Safety nets (a reader's run must never crash or silently change numbers because 
    without `torch.cuda.set_device`.
 5. Empty inputs (B = 0, H*W = 0) take the reference op; block sizes that are not powers of two are rejected
    with a `ValueError` before anything runs.
-6. The ops are opaque to `torch.compile` (`torch.compiler.disable`): compiling an accelerated model works,
-   with a graph break around each op (Dynamo cannot trace the interpreter's launches).
+6. The ops are opaque to `torch.compile` (`compile_opaque`, a lazy `torch.compiler.disable`): compiling an
+   accelerated model works, with a graph break around each op (Dynamo cannot trace the interpreter's
+   launches).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import warnings
@@ -54,6 +56,24 @@ GRID_AXIS12_MAX = 65535
 INT32_SPAN_MAX = 2 ** 31 - 1  # elements one image may span (int32 offsets inside an image)
 _SELFTEST: dict = {}  # (op, dtype, device string) -> True (Triton path verified) / False (use the reference)
 OPS = ("dwconv2d", "lkca_mix", "eca")
+
+
+def compile_opaque(fn):
+    """`fn` made opaque to torch.compile (like `torch.compiler.disable`: a graph break around it, run eagerly),
+    without importing torch._dynamo now (it imports Triton, and `common.kernels` must not: TRITON_INTERPRET
+    has to be set before Triton's first import). Until torch._dynamo is imported nothing can be compiling,
+    so the plain function runs."""
+    state = {}
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        d = state.get("disabled")
+        if d is None:
+            if "torch._dynamo" not in sys.modules:
+                return fn(*args, **kwargs)
+            d = state["disabled"] = torch.compiler.disable(fn)
+        return d(*args, **kwargs)
+    return wrapper
 
 
 class KernelLimitError(RuntimeError):
@@ -167,7 +187,8 @@ def _selftest_inputs(op, dtype, device):
         x = r(2, 16, 5, 6).contiguous(memory_format=torch.channels_last)
         return (x, r(16, 1, 3, 3, scale=1 / 3), r(16)), dict(dilation=1, act="gelu")
     if op == "lkca_mix":
-        return (r(5, 5).float(), r(2, 9, 16)), dict(s=3)
+        kern = r(5, 5) if dtype == torch.float64 else r(5, 5).float()  # fp32 table, as under autocast
+        return (kern, r(2, 9, 16)), dict(s=3)
     return (r(2, 16, 3, 4), r(1, 1, 3), None), {}
 
 
@@ -234,7 +255,7 @@ def _disable(op: str, t: torch.Tensor, err: BaseException, where: str) -> None:
     limit = isinstance(err, KernelLimitError)
     if not limit:
         _SELFTEST[(op, t.dtype, str(t.device))] = False
-    _warn_once(f"fail:{op}:{t.dtype}:{t.device}:{type(err).__name__}:{where}",
+    _warn_once(f"fail:{op}:{t.dtype}:{t.device}:{type(err).__name__}:{where}:{str(err)[:24]}",
                f"common.kernels: the Triton {op} {where} failed for {tuple(t.shape)} {t.dtype} on {t.device} "
                f"({type(err).__name__}: {str(err)[:400]}); using the PyTorch reference "
                + ("for this call." if limit else f"for {op} on {t.dtype}/{t.device} from now on."))
@@ -502,7 +523,7 @@ def _dwconv_triton(x, weight, bias, dilation, act, blocks, nchw, safe=True):
     return _DWConvFn.apply(x, weight, bias, int(dilation), act, blocks, safe)
 
 
-@torch.compiler.disable
+@compile_opaque
 def dwconv2d(x, weight, bias=None, dilation: int = 1, act: str = "none", *, block_h=None, block_w=None,
              block_c=None, tiles=None, nchw: str | None = None, force_triton: bool = False):
     """Fused depthwise conv: act(conv2d(x, weight, bias, groups=C, stride 1, padding dilation*(K-1)//2)).
@@ -610,7 +631,7 @@ class _LKCAMixFn(torch.autograd.Function):
         return dk, dv
 
 
-@torch.compiler.disable
+@compile_opaque
 def lkca_mix(kernel, v, s: int, *, block_m=None, block_n=None, block_c=None, force_triton: bool = False):
     """out[b, n, c] = sum_m T[n, m] v[b, m, c], T[(i,j),(p,q)] = kernel[p-i+s-1, q-j+s-1].
 
@@ -737,7 +758,7 @@ class _ECAFn(torch.autograd.Function):
         return dx, dw.to(weight.dtype), db
 
 
-@torch.compiler.disable
+@compile_opaque
 def eca(x, weight, bias=None, *, block_hw=None, block_c=None, splits=None, force_triton: bool = False):
     """ECA: x * sigmoid(conv1d(mean_hw(x), weight, bias, padding=(k-1)//2) over channels)[:, :, None, None].
 
