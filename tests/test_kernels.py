@@ -122,7 +122,7 @@ DW_CASES = [
     (2, 32, 5, 6, 3, 1, "gelu", BF16, True, dict(block_h=2, block_w=4, tiles=3)),
     (1, 64, 4, 5, 7, 1, "none", F32, True, dict(block_h=2, block_w=2, block_c=16, tiles=2)),
     (1, 16, 6, 5, 5, 2, "silu", F16, False, {}),  # NCHW, converted to channels-last around the kernel
-    (1, 3, 9, 11, 9, 1, "none", F32, True, dict(block_h=4, block_w=4, tiles=2)),  # large-k weight grad, chunks
+    (1, 3, 6, 7, 9, 1, "none", F32, True, dict(block_h=4, block_w=4, tiles=2)),  # large-k weight grad, chunks
 ]
 
 
@@ -182,12 +182,12 @@ def test_determinism():
         y = fn(*ins)
         y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1)))
         return [y.detach()] + [t.grad for t in ins]
-    x = torch.randn(2, 16, 7, 6, generator=gen).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 16, 5, 6, generator=gen).contiguous(memory_format=torch.channels_last)
     cases = [
         (lambda x_, w_: K.dwconv2d(x_, w_, None, 1, "relu", block_h=2, block_w=2, tiles=3, force_triton=True),
          [x, torch.randn(16, 1, 3, 3, generator=gen)]),
         (lambda x_, w_: K.dwconv2d(x_, w_, None, 1, "none", block_h=4, block_w=4, tiles=2, force_triton=True),
-         [x, torch.randn(16, 1, 9, 9, generator=gen)]),
+         [x[:1, :4], torch.randn(4, 1, 9, 9, generator=gen)]),
         (lambda k_, v_: K.lkca_mix(k_, v_, 6, block_m=16, block_n=16, block_c=16, force_triton=True),
          [torch.randn(11, 11, generator=gen), torch.randn(2, 36, 32, generator=gen)]),
         (lambda x_, w_: K.eca(x_, w_, block_hw=8, block_c=8, splits=3, force_triton=True),
