@@ -149,7 +149,7 @@ def test_dwconv_layouts_and_noncontiguous(layout):
     an NCHW one (non-dense strides), with a stride-0 (expanded) upstream gradient; the output keeps the
     input's layout class (NCHW in, NCHW out)."""
     gen = torch.Generator().manual_seed(0)
-    big = torch.randn(2, 40, 5, 9, generator=gen, dtype=F64)
+    big = torch.randn(2, 40, 5, 9, generator=gen, dtype=F64).to(DEV)
     nchw = "direct" if layout == "nchw-direct" else "convert"
     if layout == "channel-slice":
         x = big.contiguous(memory_format=torch.channels_last)[:, 3:35]
@@ -158,7 +158,7 @@ def test_dwconv_layouts_and_noncontiguous(layout):
     else:
         x = big[:, :32].contiguous()
     x = x.requires_grad_(True)
-    w = torch.randn(32, 1, 3, 3, generator=gen, dtype=F64).requires_grad_(True)
+    w = torch.randn(32, 1, 3, 3, generator=gen, dtype=F64).to(DEV).requires_grad_(True)
     y = K.dwconv2d(x, w, None, 1, "gelu", nchw=nchw, force_triton=True)
     xr, wr = x.detach().clone().requires_grad_(True), w.detach().clone().requires_grad_(True)
     yr = ref.dwconv2d_reference(xr, wr, None, 1, "gelu")
@@ -178,9 +178,9 @@ def test_determinism():
     gen = torch.Generator().manual_seed(0)
 
     def run(fn, ins):
-        ins = [t.detach().clone().requires_grad_(True) for t in ins]
+        ins = [t.detach().to(DEV).requires_grad_(True) for t in ins]
         y = fn(*ins)
-        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1)))
+        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(DEV))
         return [y.detach()] + [t.grad for t in ins]
     x = torch.randn(2, 16, 5, 6, generator=gen).contiguous(memory_format=torch.channels_last)
     cases = [
@@ -301,8 +301,8 @@ def test_eca_matches_reference(b, c, h, w, k, dtype, cl, bias, blocks):
 def test_eca_non_flat_strides():
     """A W-slice of an NCHW tensor: H and W are not one run of equal stride (the kernel's FLAT=False path)."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 6, 4, 7, generator=gen, dtype=F64)[..., 1:6].requires_grad_(True)
-    wt = torch.randn(1, 1, 3, generator=gen, dtype=F64).requires_grad_(True)
+    x = torch.randn(2, 6, 4, 7, generator=gen, dtype=F64).to(DEV)[..., 1:6].requires_grad_(True)
+    wt = torch.randn(1, 1, 3, generator=gen, dtype=F64).to(DEV).requires_grad_(True)
     assert x.stride(2) != x.shape[3] * x.stride(3)
     assert torch.autograd.gradcheck(lambda *t: K.eca(*t, splits=2, block_hw=4, force_triton=True), (x, wt),
                                     fast_mode=True)
@@ -612,7 +612,7 @@ def test_backward_failure_after_working_forward(op, fresh, monkeypatch):
     tr = [a.detach().clone().requires_grad_(True) for a in t]
     yr = rf(*tr)
     torch.testing.assert_close(y, yr, rtol=1e-5, atol=1e-5)
-    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(2))
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(2)).to(DEV)
     with pytest.warns(RuntimeWarning, match=f"Triton {op} backward failed"):
         y.backward(g)
     yr.backward(g)
@@ -663,8 +663,8 @@ def test_every_launch_is_device_guarded(fresh, monkeypatch):
     for op in ops.OPS:
         fn, rf, t = _inputs(op, grad=True)
         fn(*t).sum().backward()
-    x = torch.randn(1, 2, 4, 4, requires_grad=True)
-    K.dwconv2d(x, torch.randn(2, 1, 9, 9, requires_grad=True), force_triton=True).sum().backward()
+    x = torch.randn(1, 2, 4, 4).to(DEV).requires_grad_(True)
+    K.dwconv2d(x, torch.randn(2, 1, 9, 9).to(DEV).requires_grad_(True), force_triton=True).sum().backward()
     assert set(seen) == set(names), f"not launched: {set(names) - set(seen)}"
     entered = []
 
@@ -877,11 +877,11 @@ class DilatedReparamStandIn(nn.Module):
         w, b = ref.fold_bn(conv.weight, None, bn)
         for ks, r in self.branches:
             wd, bd = ref.fold_bn(getattr(self, f"dil_conv_k{ks}_{r}").weight, None, getattr(self, f"dil_bn_k{ks}_{r}"))
-            eq = torch.zeros(wd.shape[0], 1, r * (ks - 1) + 1, r * (ks - 1) + 1, dtype=wd.dtype)
+            eq = torch.zeros(wd.shape[0], 1, r * (ks - 1) + 1, r * (ks - 1) + 1, dtype=wd.dtype, device=wd.device)
             eq[:, :, ::r, ::r] = wd  # the dilated kernel as a dense one with zeros in between
             p = (self.k - eq.shape[-1]) // 2
             w, b = w + F.pad(eq, (p, p, p, p)), b + bd
-        merged = nn.Conv2d(w.shape[0], w.shape[0], self.k, 1, self.k // 2, groups=w.shape[0], bias=True).to(w.dtype)
+        merged = nn.Conv2d(w.shape[0], w.shape[0], self.k, 1, self.k // 2, groups=w.shape[0], bias=True).to(w)
         merged.weight.copy_(w)
         merged.bias.copy_(b)
         return merged
@@ -903,7 +903,7 @@ def test_accelerate_unireplknet_block_standin(seq):
     torch.manual_seed(0)
     block = DilatedReparamStandIn(4, 13, seq=seq).double()
     _perturb(block)
-    x = torch.randn(2, 4, 9, 8, dtype=F64)
+    x = torch.randn(2, 4, 9, 8, dtype=F64).to(DEV)
     report = _check_accelerated(block, x, tol=1e-9)
     assert (report["dwconv"], report["dwconv+bn"]) == (6, 1 if seq else 0), report
     merged = block.eval().merge()
