@@ -26,6 +26,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from common import kernels as K
@@ -117,6 +118,11 @@ DW_CASES = [
     (1, 4, 6, 7, 5, 1, "silu", BF16, True, {}),
     (1, 4, 5, 5, 3, 1, "hardswish", F16, False, {}),
     (1, 2, 4, 5, 31, 1, "none", F32, False, {}),
+    # production channel counts (C % 16 == 0), tiles smaller than the image (several weight-grad chunks)
+    (2, 32, 5, 6, 3, 1, "gelu", BF16, True, dict(block_h=2, block_w=4, tiles=3)),
+    (1, 64, 4, 5, 7, 1, "none", F32, True, dict(block_h=2, block_w=2, block_c=16, tiles=2)),
+    (1, 16, 6, 5, 5, 2, "silu", F16, False, {}),  # NCHW, converted to channels-last around the kernel
+    (1, 3, 6, 7, 9, 1, "none", F32, True, dict(block_h=4, block_w=4, tiles=2)),  # large-k weight grad, chunks
 ]
 
 
@@ -135,6 +141,61 @@ def test_dwconv_matches_reference(case):
                  ["x", "weight", "bias"])
     if cl:
         assert y.is_contiguous(memory_format=torch.channels_last), "output must keep the channels-last layout"
+
+
+@pytest.mark.parametrize("layout", ["nchw-direct", "nchw-convert", "channel-slice", "w-slice"])
+def test_dwconv_layouts_and_noncontiguous(layout):
+    """NCHW run directly and converted, a misaligned channel slice of a channels-last tensor and a W-slice of
+    an NCHW one (non-dense strides), with a stride-0 (expanded) upstream gradient; the output keeps the
+    input's layout class (NCHW in, NCHW out)."""
+    gen = torch.Generator().manual_seed(0)
+    big = torch.randn(2, 40, 5, 9, generator=gen, dtype=F64).to(DEV)
+    nchw = "direct" if layout == "nchw-direct" else "convert"
+    if layout == "channel-slice":
+        x = big.contiguous(memory_format=torch.channels_last)[:, 3:35]
+    elif layout == "w-slice":
+        x = big[:, :32, :, 1:8]
+    else:
+        x = big[:, :32].contiguous()
+    x = x.requires_grad_(True)
+    w = torch.randn(32, 1, 3, 3, generator=gen, dtype=F64).to(DEV).requires_grad_(True)
+    y = K.dwconv2d(x, w, None, 1, "gelu", nchw=nchw, force_triton=True)
+    xr, wr = x.detach().clone().requires_grad_(True), w.detach().clone().requires_grad_(True)
+    yr = ref.dwconv2d_reference(xr, wr, None, 1, "gelu")
+    torch.testing.assert_close(y, yr)
+    y.sum().backward()  # dY = ones expanded: stride 0 everywhere
+    yr.sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad)
+    torch.testing.assert_close(w.grad, wr.grad)
+    if layout.startswith("nchw"):
+        assert y.is_contiguous(), "NCHW in, NCHW out"
+
+
+def test_determinism():
+    """Two runs give bitwise equal outputs and gradients (two-stage reductions, no atomics): a depthwise
+    conv with several weight-gradient chunks (small and large k), LKCA over several tiles, ECA with a split
+    pool."""
+    gen = torch.Generator().manual_seed(0)
+
+    def run(fn, ins):
+        ins = [t.detach().to(DEV).requires_grad_(True) for t in ins]
+        y = fn(*ins)
+        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(DEV))
+        return [y.detach()] + [t.grad for t in ins]
+    x = torch.randn(2, 16, 5, 6, generator=gen).contiguous(memory_format=torch.channels_last)
+    cases = [
+        (lambda x_, w_: K.dwconv2d(x_, w_, None, 1, "relu", block_h=2, block_w=2, tiles=3, force_triton=True),
+         [x, torch.randn(16, 1, 3, 3, generator=gen)]),
+        (lambda x_, w_: K.dwconv2d(x_, w_, None, 1, "none", block_h=4, block_w=4, tiles=2, force_triton=True),
+         [x[:1, :4], torch.randn(4, 1, 9, 9, generator=gen)]),
+        (lambda k_, v_: K.lkca_mix(k_, v_, 6, block_m=16, block_n=16, block_c=16, force_triton=True),
+         [torch.randn(11, 11, generator=gen), torch.randn(2, 36, 32, generator=gen)]),
+        (lambda x_, w_: K.eca(x_, w_, block_hw=8, block_c=8, splits=3, force_triton=True),
+         [x, torch.randn(1, 1, 3, generator=gen)]),
+    ]
+    for i, (fn, ins) in enumerate(cases):
+        a, b = run(fn, ins), run(fn, ins)
+        assert all(torch.equal(u, v) for u, v in zip(a, b)), f"case {i} is not deterministic"
 
 
 def test_dwconv_gradcheck_float64():
@@ -175,14 +236,17 @@ def test_dwconv_bad_input():
 # ---------------------------------------------------------------------------------------------------------
 # 2. LKCA
 # ---------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("s,b,c,dtype", [(1, 1, 5, F32), (3, 2, 5, F32), (5, 2, 17, F32), (5, 1, 17, F16),
-                                         (4, 2, 3, BF16)])
-def test_lkca_matches_reference(s, b, c, dtype):
+@pytest.mark.parametrize("s,b,c,dtype,blocks", [
+    (1, 1, 5, F32, {}), (3, 2, 5, F32, {}), (5, 2, 17, F32, {}), (5, 1, 17, F16, {}), (4, 2, 3, BF16, {}),
+    # N = 36 / 64 tokens over several 16-token tiles (rows and columns), C = 32 over two 16-channel tiles
+    (6, 2, 32, F32, dict(block_m=16, block_n=16, block_c=16)), (8, 1, 32, BF16, dict(block_m=16, block_n=32)),
+])
+def test_lkca_matches_reference(s, b, c, dtype, blocks):
     gen = torch.Generator().manual_seed(0)
     kern = torch.randn(2 * s - 1, 2 * s - 1, generator=gen)
     v = torch.randn(b, s * s, c, generator=gen)
     # N = s*s is not a multiple of the 16-wide tiles (1, 9, 25, 16 tokens), C not a multiple of 16
-    run_both(lambda k_, v_: K.lkca_mix(k_.float() if dtype != F64 else k_, v_, s, force_triton=True),
+    run_both(lambda k_, v_: K.lkca_mix(k_.float() if dtype != F64 else k_, v_, s, force_triton=True, **blocks),
              lambda k_, v_: ref.lkca_mix_gemm(k_, v_, s), [kern, v], dtype, ["kernel", "v"])
 
 
@@ -220,6 +284,8 @@ def test_lkca_gradcheck_float64():
     (2, 17, 5, 5, 3, F32, True, True, dict(block_hw=8, block_c=4)),  # tiles smaller than HW and C
     (2, 9, 4, 3, 5, F16, True, False, {}),
     (1, 8, 3, 3, 3, BF16, False, False, {}),
+    (1, 32, 6, 7, 5, F32, False, True, dict(block_hw=8, splits=3)),  # NCHW (flat H*W) + split pool
+    (2, 16, 5, 6, 3, F16, True, False, dict(block_hw=4, block_c=8, splits=4)),  # channels-last + split pool
 ])
 def test_eca_matches_reference(b, c, h, w, k, dtype, cl, bias, blocks):
     gen = torch.Generator().manual_seed(0)
@@ -230,6 +296,16 @@ def test_eca_matches_reference(b, c, h, w, k, dtype, cl, bias, blocks):
     bb = torch.randn(1, generator=gen) if bias else None
     run_both(lambda x_, w_, b_: K.eca(x_, w_, b_, force_triton=True, **blocks),
              lambda x_, w_, b_: ref.eca_reference(x_, w_, b_), [x, wt, bb], dtype, ["x", "weight", "bias"])
+
+
+def test_eca_non_flat_strides():
+    """A W-slice of an NCHW tensor: H and W are not one run of equal stride (the kernel's FLAT=False path)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 4, 7, generator=gen, dtype=F64).to(DEV)[..., 1:6].requires_grad_(True)
+    wt = torch.randn(1, 1, 3, generator=gen, dtype=F64).to(DEV).requires_grad_(True)
+    assert x.stride(2) != x.shape[3] * x.stride(3)
+    assert torch.autograd.gradcheck(lambda *t: K.eca(*t, splits=2, block_hw=4, force_triton=True), (x, wt),
+                                    fast_mode=True)
 
 
 def test_eca_gradcheck_float64():
@@ -439,3 +515,419 @@ def test_fallback_without_gpu_or_interpreter():
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. safety: self-test, run-time fallback, HVP_KERNELS, device guard, limits, empty inputs, block sizes
+# ---------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def fresh():
+    """Self-test results and warn-once keys forgotten before and after the test."""
+    ops.reset_selftest()
+    ops._WARNED.clear()
+    yield
+    ops.reset_selftest()
+    ops._WARNED.clear()
+
+
+def _inputs(op, dtype=F32, grad=False):
+    gen = torch.Generator().manual_seed(5)
+    if op == "dwconv2d":
+        t = [torch.randn(2, 4, 5, 6, generator=gen), torch.randn(4, 1, 3, 3, generator=gen),
+             torch.randn(4, generator=gen)]
+        fn = lambda x, w, b: K.dwconv2d(x, w, b, 1, "relu")  # noqa: E731
+        rf = lambda x, w, b: ref.dwconv2d_reference(x, w, b, 1, "relu")  # noqa: E731
+    elif op == "lkca_mix":
+        t = [torch.randn(5, 5, generator=gen), torch.randn(2, 9, 6, generator=gen)]
+        fn, rf = (lambda k, v: K.lkca_mix(k, v, 3)), (lambda k, v: ref.lkca_mix_gemm(k, v, 3))
+    else:
+        t = [torch.randn(2, 6, 3, 4, generator=gen), torch.randn(1, 1, 3, generator=gen)]
+        fn, rf = K.eca, ref.eca_reference
+    t = [a.to(DEV, dtype).requires_grad_(grad) for a in t]
+    return fn, rf, t
+
+
+@pytest.mark.parametrize("op", ops.OPS)
+def test_selftest_mismatch_falls_back(op, fresh, monkeypatch):
+    """A kernel that computes wrong numbers fails its one-time self-test: a warning naming the op, and the
+    exact reference result from then on (no second warning)."""
+    launcher = {"dwconv2d": "_dw_launch", "lkca_mix": "_lkca_launch_mix", "eca": "_eca_reduce"}[op]
+    orig = getattr(ops, launcher)
+
+    def wrong(*a, **kw):
+        return orig(*a, **kw) + 0.5  # off by 0.5 everywhere
+    monkeypatch.setattr(ops, launcher, wrong)
+    fn, rf, t = _inputs(op)
+    with pytest.warns(RuntimeWarning, match=f"Triton {op} self-test failed.*relative max error"):
+        y = fn(*t)
+    assert torch.equal(y, rf(*t))
+    assert ops.selftest_status()[(op, F32, str(torch.device(DEV)))] is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(fn(*t), rf(*t))
+
+
+class SimulatedCompileError(RuntimeError):
+    pass
+
+
+def test_selftest_compile_error_falls_back_everywhere(fresh, monkeypatch):
+    """Every launch raises (as a Triton compile error would): each op warns once and returns the reference;
+    an accelerated model computes exactly what it computed before (BN/activation not skipped)."""
+    def boom(kernel, grid, device, args, kwargs):
+        raise SimulatedCompileError("simulated: the kernel does not compile")
+    monkeypatch.setattr(ops, "_raw_launch", boom)
+    for op in ops.OPS:
+        fn, rf, t = _inputs(op)
+        with pytest.warns(RuntimeWarning, match=f"{op} self-test failed.*SimulatedCompileError"):
+            y = fn(*t)
+        assert torch.equal(y, rf(*t)), op
+    torch.manual_seed(0)
+    model = Toy().to(DEV)
+    _perturb(model)
+    import copy
+    base = copy.deepcopy(model).eval()
+    K.accelerate(model)
+    x = torch.randn(2, 3, 7, 6).to(DEV)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), base(x))
+
+
+@pytest.mark.parametrize("op", ops.OPS)
+def test_backward_failure_after_working_forward(op, fresh, monkeypatch):
+    """The self-test passed and the forward ran the kernels; then a backward kernel fails (it compiles only at
+    the first backward): a warning, the reference gradients for this call, the reference from then on."""
+    fn, rf, t = _inputs(op, grad=True)
+    assert ops.triton_usable(t[0], op)  # the real self-test passes
+    kt = ops._kernels()
+    backward_only = {kt.dwconv_wgrad_small_kernel, kt.lkca_dt_kernel, kt.eca_dx_kernel}
+    orig = ops._raw_launch
+
+    def fail_backward(kernel, grid, device, args, kwargs):
+        if kernel in backward_only:
+            raise SimulatedCompileError("simulated: the backward kernel does not compile")
+        return orig(kernel, grid, device, args, kwargs)
+    monkeypatch.setattr(ops, "_raw_launch", fail_backward)
+    y = fn(*t)
+    tr = [a.detach().clone().requires_grad_(True) for a in t]
+    yr = rf(*tr)
+    torch.testing.assert_close(y, yr, rtol=1e-5, atol=1e-5)
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(2)).to(DEV)
+    with pytest.warns(RuntimeWarning, match=f"Triton {op} backward failed"):
+        y.backward(g)
+    yr.backward(g)
+    for a, b in zip(t, tr):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-6)
+    assert ops.selftest_status()[(op, F32, str(torch.device(DEV)))] is False
+
+
+def test_env_var_forces_reference(fresh, monkeypatch):
+    """HVP_KERNELS=reference (read at every call): nothing is launched, the reference runs; a value that is
+    not understood warns."""
+    monkeypatch.setenv("HVP_KERNELS", "reference")
+
+    def no_launch(*a, **kw):
+        raise AssertionError("a kernel was launched although HVP_KERNELS=reference")
+    monkeypatch.setattr(ops, "_raw_launch", no_launch)
+    for op in ops.OPS:
+        fn, rf, t = _inputs(op)
+        assert not ops.triton_usable(t[0], op)
+        assert torch.equal(fn(*t), rf(*t))
+    assert "HVP_KERNELS=reference" in ops.backend_summary()
+    monkeypatch.setenv("HVP_KERNELS", "refrence")
+    with pytest.warns(RuntimeWarning, match="not understood"):
+        ops.triton_usable(torch.zeros(1))
+
+
+def test_every_launch_is_device_guarded(fresh, monkeypatch):
+    """Every kernel launch (forward and backward of the three ops, small- and large-k weight gradients) runs
+    inside `_device_ctx(tensor.device)`; and `_device_ctx` enters torch.cuda.device for a CUDA device (Triton
+    launches on the current device, not the tensor's)."""
+    kt = ops._kernels()
+    seen = {}
+
+    class Probe:
+        def __init__(self, name, k):
+            self.name, self.k = name, k
+
+        def __getitem__(self, grid):
+            def call(*args, **kw):
+                devs = {a.device for a in args if isinstance(a, torch.Tensor)}
+                assert devs and ops._LAUNCH_DEVICE in devs, f"{self.name} launched outside the device guard"
+                seen[self.name] = seen.get(self.name, 0) + 1
+                return self.k[grid](*args, **kw)
+            return call
+    names = [n for n in dir(kt) if n.endswith("_kernel")]
+    for n in names:
+        monkeypatch.setattr(kt, n, Probe(n, getattr(kt, n)))
+    for op in ops.OPS:
+        fn, rf, t = _inputs(op, grad=True)
+        fn(*t).sum().backward()
+    x = torch.randn(1, 2, 4, 4).to(DEV).requires_grad_(True)
+    K.dwconv2d(x, torch.randn(2, 1, 9, 9).to(DEV).requires_grad_(True), force_triton=True).sum().backward()
+    assert set(seen) == set(names), f"not launched: {set(names) - set(seen)}"
+    entered = []
+
+    class FakeDevice:
+        def __init__(self, d):
+            entered.append(d)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+    monkeypatch.setattr(torch.cuda, "device", FakeDevice)
+    with ops._device_ctx(torch.device("cuda", 1)):
+        assert ops._LAUNCH_DEVICE == torch.device("cuda", 1)
+    assert entered == [torch.device("cuda", 1)]
+
+
+def test_limits_fall_back_with_a_clear_message(fresh, monkeypatch):
+    """A launch beyond the grid limit or the int32 span of one image: the op warns and runs the reference for
+    that call only (the next call within limits uses the kernels again); force_triton raises the error."""
+    for op in ops.OPS:
+        fn, rf, t = _inputs(op)
+        assert ops.triton_usable(t[0], op)  # self-test passed before the limits shrink
+        for attr, val, msg in (("GRID_AXIS12_MAX", 0, "exceeds CUDA's limits"), ("INT32_SPAN_MAX", 10, "int32")):
+            monkeypatch.setattr(ops, attr, val)
+            with pytest.warns(RuntimeWarning, match=f"{op} forward failed.*{msg}.*for this call"):
+                y = fn(*t)
+            assert torch.equal(y, rf(*t))
+            monkeypatch.undo()
+        assert ops.selftest_status()[(op, F32, str(torch.device(DEV)))] is True
+    monkeypatch.setattr(ops, "INT32_SPAN_MAX", 10)
+    with pytest.raises(ops.KernelLimitError, match="int32"):
+        K.dwconv2d(torch.randn(1, 2, 4, 4), torch.randn(2, 1, 3, 3), force_triton=True)
+
+
+def _plan(fn, monkeypatch):
+    """The grids `fn` would launch on a GPU (kernels not run: meta tensors), and its warnings."""
+    grids = []
+    monkeypatch.setattr(ops, "_raw_launch", lambda kernel, grid, device, args, kwargs: grids.append(grid))
+    monkeypatch.setattr(ops._kernels(), "INTERPRETED", False)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        fn()
+    return grids, [str(m.message) for m in w]
+
+
+def test_issue_shapes_plan_within_grid_limits(monkeypatch):
+    """The shapes that broke CUDA's grid limits (weight-gradient grid y = 65536 at 67M pixels; ECA grid
+    z = 68907 at H*W = 4.41M) now launch with the big count on axis 0; one image of 2.26e9 elements is
+    refused before any launch; the weight-gradient partial buffer stays <= 2^24 elements."""
+    x = torch.empty(1, 16, 8192, 8192, device="meta", dtype=BF16).contiguous(memory_format=torch.channels_last)
+    w = torch.empty(16, 1, 3, 3, device="meta", dtype=BF16, requires_grad=True)
+    grids, msgs = _plan(lambda: K.dwconv2d(x, w, force_triton=True).float().sum().backward(), monkeypatch)
+    assert len(grids) == 2 and not msgs and all(g[1] <= 65535 for g in grids), grids
+    xe = torch.empty(1, 16, 2100, 2100, device="meta", dtype=BF16)
+    grids, msgs = _plan(lambda: K.eca(xe, torch.empty(1, 1, 3, device="meta", dtype=BF16), force_triton=True),
+                        monkeypatch)
+    assert len(grids) == 2 and not msgs and all(g[1] <= 65535 for g in grids), grids
+    xo = torch.empty(1, 512, 2100, 2100, device="meta", dtype=BF16)
+    with pytest.raises(ops.KernelLimitError, match="2257920000 elements"):
+        _plan(lambda: K.dwconv2d(xo, torch.empty(512, 1, 3, 3, device="meta", dtype=BF16), nchw="direct",
+                                 force_triton=True), monkeypatch)
+    for shape, k in (((64, 128, 56, 56), 31), ((64, 128, 56, 56), 3), ((256, 1024, 7, 7), 7), ((1, 16, 8192, 8192), 3)):
+        small, kkp2, bh, bw, bc, tiles, nchunk = ops._dw_wgrad_plan(shape[0], shape[2], shape[3], shape[1], k,
+                                                                   False, {})
+        assert nchunk * shape[1] * k * k <= 2 ** 24 and small == (k <= 7) and kkp2 * bh * bw * bc <= 8192
+
+
+def test_empty_inputs_and_bad_block_sizes():
+    """B = 0 (and H*W = 0) give empty outputs and gradients, no division by zero; block sizes that are not
+    powers of two are rejected before anything runs."""
+    for fn, t in ((lambda x, w: K.dwconv2d(x, w, force_triton=True),
+                   [torch.randn(0, 4, 5, 5), torch.randn(4, 1, 3, 3)]),
+                  (lambda x, w: K.eca(x, w, force_triton=True), [torch.randn(0, 4, 5, 5), torch.randn(1, 1, 3)]),
+                  (lambda x, w: K.eca(x, w, force_triton=True), [torch.randn(2, 4, 0, 5), torch.randn(1, 1, 3)]),
+                  (lambda k, v: K.lkca_mix(k, v, 2, force_triton=True), [torch.randn(3, 3), torch.randn(0, 4, 5)])):
+        t = [a.requires_grad_(True) for a in t]
+        y = fn(*t)
+        assert y.shape == t[-2 if y.dim() == 4 else 1].shape or y.numel() == 0
+        y.sum().backward()
+        assert t[0].grad is not None and t[0].grad.shape == t[0].shape
+    x = torch.randn(1, 4, 5, 5)
+    with pytest.raises(ValueError, match="block_h must be a positive power of two"):
+        K.dwconv2d(x, torch.randn(4, 1, 3, 3), block_h=3)
+    with pytest.raises(ValueError, match="tiles must be a positive int"):
+        K.dwconv2d(x, torch.randn(4, 1, 3, 3), tiles=-1)
+    with pytest.raises(ValueError, match="block_hw must be a positive power of two"):
+        K.eca(x, torch.randn(1, 1, 3), block_hw=12)
+    with pytest.raises(ValueError, match=">= 16"):
+        K.lkca_mix(torch.randn(3, 3), torch.randn(1, 4, 5), 2, block_m=8)
+    with pytest.raises(ValueError, match="nchw must be"):
+        K.dwconv2d(x, torch.randn(4, 1, 3, 3), nchw="nhwc")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 6. accelerate: replaced BN (DDP's convert_sync_batchnorm), deepcopy, autocast
+# ---------------------------------------------------------------------------------------------------------
+def test_accelerate_then_convert_sync_batchnorm(fresh):
+    """accelerate -> convert_sync_batchnorm (what DDP scripts do) -> the same outputs: the conv sees that its
+    fused BN was replaced and stops folding it (once it applied BN twice: outputs off by 1.35); a deepcopy of
+    an accelerated model fuses the copy's own BN."""
+    import copy
+    torch.manual_seed(0)
+    base = Toy().double().to(DEV)
+    _perturb(base)
+    x = torch.randn(2, 3, 7, 6, dtype=F64).to(DEV)
+    base.eval()  # eval before the conversion: the old BN is foldable, so a stale fusion would apply BN twice
+    fast = copy.deepcopy(base)
+    K.accelerate(fast)
+    twin = copy.deepcopy(fast)  # its conv's link must point at the copy's container and BN
+    assert twin.a[1].__dict__["_hvp_bn"] is twin.a[2] and twin.a[1].__dict__["_hvp_link"][0] is twin.a
+    fast = nn.SyncBatchNorm.convert_sync_batchnorm(fast)
+    assert type(fast.a[2]) is nn.SyncBatchNorm and isinstance(fast.a[1], K.TritonDWConv2d)
+    base.eval(), fast.eval(), twin.eval()
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="replaced or moved since accelerate"):
+        torch.testing.assert_close(fast(x), base(x), rtol=1e-9, atol=1e-9)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), base(x), rtol=1e-9, atol=1e-9)
+    y = twin.a[1](torch.randn(2, 6, 5, 5, dtype=F64).to(DEV))
+    assert getattr(y, "_hvp_fused", ()) == (twin.a[2], twin.a[3])
+    base.train(), fast.train()
+    torch.testing.assert_close(fast(x), base(x), rtol=1e-9, atol=1e-9)
+
+
+def test_accelerated_model_under_autocast_bf16():
+    """An accelerated model under bf16 autocast (CPU here, CUDA in gpu_smoke) is as close to the fp32 model
+    as the plain model under autocast is: eval (BN folded in fp32, then cast) and train (outputs, gradients)."""
+    import copy
+    torch.manual_seed(0)
+    plain = Toy().to(DEV)
+    _perturb(plain)
+    fast = copy.deepcopy(plain)
+    K.accelerate(fast)
+    x = torch.randn(2, 3, 9, 8).to(DEV)
+    for mode in ("eval", "train"):
+        outs, grads = [], []
+        for m, amp in ((copy.deepcopy(plain), False), (plain, True), (fast, True)):
+            m.train(mode == "train")
+            m.zero_grad(set_to_none=True)
+            with torch.autocast(DEV, dtype=BF16, enabled=amp):
+                y = m(x)
+            assert y.dtype == (BF16 if amp else F32)
+            y.float().square().sum().backward()
+            outs.append(y.float())
+            grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
+
+        def err(a, b):
+            return ((a - b).abs().max() / b.abs().max()).item()
+        e_plain, e_fast = err(outs[1], outs[0]), err(outs[2], outs[0])
+        assert e_fast <= max(2 * e_plain, 1e-2), (mode, e_plain, e_fast)
+        g_plain, g_fast = err(grads[1], grads[0]), err(grads[2], grads[0])
+        assert g_fast <= max(2 * g_plain, 2e-2), (mode, g_plain, g_fast)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 7. stand-ins for ConvNeXt's block and UniRepLKNet's Dilated Reparam Block (papers being written elsewhere)
+# ---------------------------------------------------------------------------------------------------------
+class ConvNeXtBlockStandIn(nn.Module):
+    """ConvNeXt's block structure (Liu et al. 2022, official code): depthwise 7x7 with bias, padding 3 ->
+    channels-last LayerNorm -> Linear 4x -> GELU -> Linear -> layer scale -> residual."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(0.5 * torch.ones(dim))
+
+    def forward(self, x):
+        y = self.dwconv(x).permute(0, 2, 3, 1)  # (B, H, W, C)
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(y)))) * self.gamma
+        return x + y.permute(0, 3, 1, 2)  # (B, C, H, W)
+
+
+class DilatedReparamStandIn(nn.Module):
+    """UniRepLKNet's Dilated Reparam Block structure (Ding et al. 2024, official code): a large depthwise conv
+    without bias + its BN, plus parallel dilated small depthwise convs, each with a BN (for K = 13: kernel
+    sizes 5, 7, 3, 3, 3 with dilations 1, 2, 3, 4, 5). `merge()` gives the inference form: one depthwise
+    K x K conv with bias. `seq=True` builds the large conv + BN as an nn.Sequential (as the authors'
+    conv_bn helper does)."""
+
+    def __init__(self, c, k=13, seq=False):
+        super().__init__()
+        self.k = k
+        lk = nn.Conv2d(c, c, k, 1, k // 2, groups=c, bias=False)
+        if seq:
+            self.lk = nn.Sequential()
+            self.lk.add_module("conv", lk)
+            self.lk.add_module("bn", nn.BatchNorm2d(c))
+        else:
+            self.lk_origin, self.origin_bn = lk, nn.BatchNorm2d(c)
+        self.branches = [(5, 1), (7, 2), (3, 3), (3, 4), (3, 5)] if k == 13 else [(3, 2)]
+        for ks, r in self.branches:
+            setattr(self, f"dil_conv_k{ks}_{r}", nn.Conv2d(c, c, ks, 1, (r * (ks - 1) + 1) // 2, dilation=r,
+                                                           groups=c, bias=False))
+            setattr(self, f"dil_bn_k{ks}_{r}", nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        out = self.lk(x) if hasattr(self, "lk") else self.origin_bn(self.lk_origin(x))
+        for ks, r in self.branches:
+            out = out + getattr(self, f"dil_bn_k{ks}_{r}")(getattr(self, f"dil_conv_k{ks}_{r}")(x))
+        return out
+
+    @torch.no_grad()
+    def merge(self) -> nn.Conv2d:
+        conv, bn = (self.lk.conv, self.lk.bn) if hasattr(self, "lk") else (self.lk_origin, self.origin_bn)
+        w, b = ref.fold_bn(conv.weight, None, bn)
+        for ks, r in self.branches:
+            wd, bd = ref.fold_bn(getattr(self, f"dil_conv_k{ks}_{r}").weight, None, getattr(self, f"dil_bn_k{ks}_{r}"))
+            eq = torch.zeros(wd.shape[0], 1, r * (ks - 1) + 1, r * (ks - 1) + 1, dtype=wd.dtype, device=wd.device)
+            eq[:, :, ::r, ::r] = wd  # the dilated kernel as a dense one with zeros in between
+            p = (self.k - eq.shape[-1]) // 2
+            w, b = w + F.pad(eq, (p, p, p, p)), b + bd
+        merged = nn.Conv2d(w.shape[0], w.shape[0], self.k, 1, self.k // 2, groups=w.shape[0], bias=True).to(w)
+        merged.weight.copy_(w)
+        merged.bias.copy_(b)
+        return merged
+
+
+def test_accelerate_convnext_block_standin():
+    torch.manual_seed(0)
+    model = ConvNeXtBlockStandIn(8).double()
+    report = _check_accelerated(model, torch.randn(2, 8, 6, 7, dtype=F64), tol=1e-9)
+    assert (report["dwconv"], report["dwconv+bn"], report["dwconv+act"]) == (1, 0, 0)
+    assert isinstance(model.dwconv, K.TritonDWConv2d) and model.dwconv.bias is not None
+
+
+@pytest.mark.parametrize("seq", [False, True], ids=["attrs", "conv_bn-sequential"])
+def test_accelerate_unireplknet_block_standin(seq):
+    """Train-time form: the 13x13 conv and all five dilated branches are swapped (BNs folded only where the
+    conv and BN sit in one nn.Sequential); inference form: the merged 13x13 conv with bias is swapped. The
+    merged conv equals the block in eval mode (checks the stand-in itself)."""
+    torch.manual_seed(0)
+    block = DilatedReparamStandIn(4, 13, seq=seq).double()
+    _perturb(block)
+    x = torch.randn(2, 4, 9, 8, dtype=F64).to(DEV)
+    report = _check_accelerated(block, x, tol=1e-9)
+    assert (report["dwconv"], report["dwconv+bn"]) == (6, 1 if seq else 0), report
+    merged = block.eval().merge()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), block(x), rtol=1e-9, atol=1e-9)
+    K.restore(block)
+    report = _check_accelerated(merged, x, tol=1e-9, train_too=False)
+    assert report["dwconv"] == 1 and isinstance(merged, K.TritonDWConv2d)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 8. the GPU smoke-and-benchmark command, --tiny on CPU
+# ---------------------------------------------------------------------------------------------------------
+def test_gpu_smoke_tiny(tmp_path):
+    """`python -m common.kernels.gpu_smoke --tiny` (run in-process here): every check passes, the limit
+    probes and torch.compile over an accelerated model included. On a GPU, run it without --tiny."""
+    if GPU_MODE:
+        pytest.skip("on a GPU run `python -m common.kernels.gpu_smoke` itself (< 5 min)")
+    from common.kernels import gpu_smoke
+    import json
+    rc = gpu_smoke.main(["--tiny", "--papers", "lkca", "--out", str(tmp_path)])
+    res = json.load(open(tmp_path / "gpu_smoke.json"))["results"]
+    fails = [r for r in res if r["status"] == "FAIL"]
+    assert rc == 0 and not fails, fails
+    checks = " | ".join(r["check"] for r in res if r["status"] == "PASS")
+    for want in ("selftest: eca bf16", "67M pixels", "2.26e9", "torch.compile", "nchw/direct", "lkca s6"):
+        assert want.split(": ")[-1] in checks, want

@@ -19,16 +19,23 @@ What is matched (by structure; paper files never import this package):
 
 How (so `state_dict` keys, parameters, buffers and hooks are untouched): each matched module's `__class__`
 is switched to a subclass that overrides only `forward` / `mix`; the fused conv keeps plain references to
-its BN and activation modules outside `_modules`. A fused BN/activation module is skipped only for the exact
-tensor the conv produced with that fusion (the tensor carries a marker), so it still behaves normally if it
-is called on anything else. `restore(model)` switches every class back.
+its BN and activation modules (and to the container and the keys they were found at) outside `_modules`. A
+fused BN/activation module is skipped only for the exact tensor the conv produced with that fusion (the
+tensor carries a marker), so it still behaves normally if it is called on anything else. At every call the
+conv checks that the BN/activation are still the modules right after it in that container; one that was
+replaced (e.g. by `nn.SyncBatchNorm.convert_sync_batchnorm`, which builds new BN modules for DDP) is no
+longer fused (a warning, once), so the replacement runs exactly once. `restore(model)` switches every class
+back. The swapped methods are opaque to `torch.compile` (`ops.compile_opaque`, a lazy
+`torch.compiler.disable`): compiling an accelerated model works, with a graph break around each swapped
+module.
 
 Before a LKCA or ECA module is swapped, its original method and the reference op are compared once on a small
 random input; a module that does not compute what its contract says is left alone with a warning.
 
-Dispatch happens per call (`common.kernels.ops.triton_usable`): on a CUDA tensor the Triton kernels run; on a
-CPU tensor they run only under `TRITON_INTERPRET=1` (Triton's CPU interpreter); otherwise the swapped modules
-call the original PyTorch code, so outputs are unchanged (with a warning from `accelerate`).
+Dispatch happens per call (`common.kernels.ops.triton_usable(x, op)`): on a CUDA tensor the Triton kernels
+run once their one-time self-test for that (op, dtype, device) has passed; on a CPU tensor they run only under
+`TRITON_INTERPRET=1` (Triton's CPU interpreter); otherwise (or with `HVP_KERNELS=reference`, or after a
+failed self-test) the swapped modules call the original PyTorch code, so outputs are unchanged.
 """
 from __future__ import annotations
 
@@ -48,48 +55,83 @@ _MARK = "_hvp_fused"  # attribute on a conv's output tensor: the modules whose w
 # ---------------------------------------------------------------------------------------------------------
 class TritonDWConv2d(nn.Conv2d):
     """An `nn.Conv2d` (depthwise, stride 1, 'same') whose forward runs `ops.dwconv2d`, folding the BN and
-    fusing the activation recorded by `accelerate` when exact. Same parameters and state_dict as nn.Conv2d."""
+    fusing the activation recorded by `accelerate` when exact. Same parameters and state_dict as nn.Conv2d.
 
+    The BN/activation are fused only while they still sit right after this conv in the same container
+    (checked at every call): if one was replaced after `accelerate` (e.g. `convert_sync_batchnorm` swaps in
+    a SyncBatchNorm), the conv stops fusing it, warns once, and the replacement runs as a normal module."""
+
+    @ops.compile_opaque
     def forward(self, x):
-        if x.dim() != 4 or not ops.triton_usable(x):
+        if x.dim() != 4 or not ops.triton_usable(x, "dwconv2d"):
             return nn.Conv2d.forward(self, x)
-        bn = self.__dict__.get("_hvp_bn")
-        act_mod, act = self.__dict__.get("_hvp_act", (None, "none"))
-        weight, bias, fused = self.weight, self.bias, []
+        bn, act_mod = _live_fusion(self)
+        weight, bias, fused, act = self.weight, self.bias, [], "none"
         if bn is not None:
             if ref.bn_foldable(bn):
                 weight, bias = ref.fold_bn(weight, bias, bn)
                 fused.append(bn)
             else:
                 act_mod = None  # BN (batch statistics) runs in between: the activation cannot be fused
-        if act_mod is None:
-            act = "none"
-        else:
+        if act_mod is not None:
+            act = self.__dict__["_hvp_act"][1]
             fused.append(act_mod)
         dev = x.device.type
         if torch.is_autocast_enabled(dev):  # what autocast would do for F.conv2d
-            dt = torch.get_autocast_dtype(dev)
-            x = x.to(dt)
+            x = x.to(torch.get_autocast_dtype(dev))
         y = ops.dwconv2d(x, weight, bias, self.dilation[0], act)
         if fused:
             setattr(y, _MARK, tuple(fused))
         return y
 
 
+def _live_fusion(conv):
+    """(bn, act module) that `accelerate` recorded for `conv`, each kept only if it is still the module right
+    after the conv (after the BN) in the container it was found in."""
+    d = conv.__dict__
+    bn = d.get("_hvp_bn")
+    act_mod = d.get("_hvp_act", (None, None))[0]
+    link = d.get("_hvp_link")
+    if link is None or (bn is None and act_mod is None):
+        return None, None
+    seq, kc, kb, ka = link
+    mods = seq._modules
+    keys = [k for k, m in mods.items() if m is not None]
+    pos = keys.index(kc) if kc in mods and mods[kc] is conv else None
+    nxt = pos + 1 if pos is not None else None
+    ok_bn = bn is None or (nxt is not None and nxt < len(keys) and keys[nxt] == kb and mods[kb] is bn)
+    if bn is not None and nxt is not None:
+        nxt += 1
+    ok_act = act_mod is None or (ok_bn and nxt is not None and nxt < len(keys) and keys[nxt] == ka
+                                 and mods[ka] is act_mod)
+    if not (ok_bn and ok_act):
+        ops._warn_once(f"stale:{id(conv)}", "accelerate: a BatchNorm/activation that was fused into a depthwise "
+                       "conv has been replaced or moved since accelerate() (e.g. by convert_sync_batchnorm); the "
+                       "conv no longer fuses it and the new module runs on its own (outputs unchanged). Call "
+                       "accelerate(model) again to fuse what can be fused.")
+        if not ok_bn:
+            return None, None
+        return bn, None
+    return bn, act_mod
+
+
+@ops.compile_opaque
 def _skip_if_fused(self, x, *args, **kwargs):
     if any(m is self for m in getattr(x, _MARK, ())):
         return x  # the preceding TritonDWConv2d already applied this module (folded BN / fused activation)
     return self._hvp_orig_class.forward(self, x, *args, **kwargs)
 
 
+@ops.compile_opaque
 def _lkca_mix(self, v):
-    if v.dim() == 3 and v.shape[1] == self.grid * self.grid and ops.triton_usable(v):
+    if v.dim() == 3 and v.shape[1] == self.grid * self.grid and ops.triton_usable(v, "lkca_mix"):
         return ops.lkca_mix(self.kernel, v, self.grid)
     return self._hvp_orig_class.mix(self, v)
 
 
+@ops.compile_opaque
 def _eca_forward(self, x):
-    if x.dim() == 4 and ops.triton_usable(x):
+    if x.dim() == 4 and ops.triton_usable(x, "eca"):
         return ops.eca(x, self.conv.weight, self.conv.bias)
     return self._hvp_orig_class.forward(self, x)
 
@@ -196,7 +238,8 @@ def accelerate(model: nn.Module, *, dwconv: bool = True, lkca: bool = True, eca:
         for seq in model.modules():
             if not isinstance(seq, nn.Sequential) or type(seq).forward is not nn.Sequential.forward:
                 continue
-            kids = list(seq.children())
+            items = [(k, m) for k, m in seq._modules.items() if m is not None]  # execution order
+            keys, kids = [k for k, _ in items], [m for _, m in items]
             for idx, conv in enumerate(kids):
                 if id(conv) in done or not (is_same_depthwise(conv) or isinstance(conv, TritonDWConv2d)):
                     continue
@@ -211,8 +254,11 @@ def accelerate(model: nn.Module, *, dwconv: bool = True, lkca: bool = True, eca:
                 if mod is not None:
                     act = _orig_act_name(mod) if "_hvp_orig_class" in mod.__dict__ else ref.act_name(mod)
                 _swap(conv, TritonDWConv2d)
-                conv.__dict__.pop("_hvp_bn", None)
-                conv.__dict__.pop("_hvp_act", None)
+                for key in ("_hvp_bn", "_hvp_act", "_hvp_link"):
+                    conv.__dict__.pop(key, None)
+                conv.__dict__["_hvp_link"] = (seq, keys[idx], keys[idx + 1] if bn is not None else None,
+                                              keys[idx + (2 if bn is not None else 1)] if act is not None
+                                              else None)
                 if bn is not None:
                     conv.__dict__["_hvp_bn"] = bn
                     _swap(bn, _subclass(bn.__dict__.get("_hvp_orig_class", type(bn)), "skip"))
@@ -228,6 +274,8 @@ def accelerate(model: nn.Module, *, dwconv: bool = True, lkca: bool = True, eca:
         for m in model.modules():
             if id(m) not in done and (is_same_depthwise(m) or isinstance(m, TritonDWConv2d)):
                 _swap(m, TritonDWConv2d)
+                for key in ("_hvp_bn", "_hvp_act", "_hvp_link"):
+                    m.__dict__.pop(key, None)
                 done.add(id(m))
                 report["dwconv"] += 1
                 report["modules"].append(names.get(id(m), "?"))
@@ -284,6 +332,6 @@ def restore(model: nn.Module) -> nn.Module:
         orig = m.__dict__.pop("_hvp_orig_class", None)
         if orig is not None:
             m.__class__ = orig
-            m.__dict__.pop("_hvp_bn", None)
-            m.__dict__.pop("_hvp_act", None)
+            for key in ("_hvp_bn", "_hvp_act", "_hvp_link"):
+                m.__dict__.pop(key, None)
     return model

@@ -134,9 +134,13 @@ def _time(fn, bwd, grad_out=None):
     return do_bench(step, grad_to_none=None)
 
 
-def case_dwconv(key, batch, dtype, dev):
+def _layout(x, layout):
+    return x.to(memory_format=torch.channels_last) if layout == "cl" else x.contiguous()
+
+
+def case_dwconv(key, batch, dtype, dev, layout="cl"):
     _, (c, h, w), k, dil, act, has_bias = key
-    x = torch.randn(batch, c, h, w, device=dev, dtype=dtype).to(memory_format=torch.channels_last)
+    x = _layout(torch.randn(batch, c, h, w, device=dev, dtype=dtype), layout)
     wt = (torch.randn(c, 1, k, k, device=dev, dtype=dtype) / k)
     b = torch.randn(c, device=dev, dtype=dtype) if has_bias else None
     n = x.numel()
@@ -145,13 +149,13 @@ def case_dwconv(key, batch, dtype, dev):
         "triton": lambda x_, w_, b_: ops.dwconv2d(x_, w_, b_, dil, act),
         "eager": lambda x_, w_, b_: ref.dwconv2d_reference(x_, w_, b_, dil, act),
     }
-    name = f"dwconv k{k} d{dil} {act}{'+b' if has_bias else ''} ({batch},{c},{h},{w})"
+    name = f"dwconv k{k} d{dil} {act}{'+b' if has_bias else ''} ({batch},{c},{h},{w}) {layout}"
     return dict(name=name, kernel="dwconv", impls=impls, inputs=[x, wt, b], bytes_fwd=_bytes(2 * n, dtype),
                 bytes_fb=_bytes(5 * n, dtype), flops_fwd=flops, flops_fb=3 * flops, unit="fma",
                 floor_target=TARGET_FLOOR if k <= 7 else None)
 
 
-def case_lkca(key, batch, dtype, dev):
+def case_lkca(key, batch, dtype, dev, layout=None):
     _, s, c = key
     n = s * s
     kern = torch.randn(2 * s - 1, 2 * s - 1, device=dev, dtype=dtype)
@@ -168,13 +172,13 @@ def case_lkca(key, batch, dtype, dev):
                 floor_target=None)
 
 
-def case_eca(key, batch, dtype, dev):
+def case_eca(key, batch, dtype, dev, layout="cl"):
     _, (c, h, w), k = key
-    x = torch.randn(batch, c, h, w, device=dev, dtype=dtype).to(memory_format=torch.channels_last)
+    x = _layout(torch.randn(batch, c, h, w, device=dev, dtype=dtype), layout)
     wt = torch.randn(1, 1, k, device=dev, dtype=dtype)
     n = x.numel()
     impls = {"triton": lambda x_, w_: ops.eca(x_, w_), "eager": lambda x_, w_: ref.eca_reference(x_, w_)}
-    return dict(name=f"eca k{k} ({batch},{c},{h},{w})", kernel="eca", impls=impls, inputs=[x, wt],
+    return dict(name=f"eca k{k} ({batch},{c},{h},{w}) {layout}", kernel="eca", impls=impls, inputs=[x, wt],
                 bytes_fwd=_bytes(2 * n, dtype), bytes_fb=_bytes(5 * n, dtype), flops_fwd=4.0 * n,
                 flops_fb=10.0 * n, unit="fma", floor_target=TARGET_FLOOR)
 
@@ -227,20 +231,22 @@ def run_case(case, args, peaks):
     return rows
 
 
-def e2e(paper, factory_name, img_size, batch, dtype, dev, steps=10):
+def e2e(paper, factory_name, img_size, batch, dtype, dev, steps=10, layout="cl"):
     """ms per training step (fwd + bwd + SGD, autocast) eager vs accelerated, same weights and batch."""
     do_bench = _do_bench()
     mod = importlib.import_module(f"papers.{paper}")
     kw = {"num_classes": 1000}
     if img_size is not None:
         kw["img_size"] = img_size
-    base = mod.MODELS[factory_name](**kw).to(dev).to(memory_format=torch.channels_last).train()
+    base = mod.MODELS[factory_name](**kw).to(dev).train()
+    if layout == "cl":
+        base = base.to(memory_format=torch.channels_last)
     fast = copy.deepcopy(base)
     report = accelerate(fast)
     size = img_size or getattr(base, "img_size", 224)
     if isinstance(size, (tuple, list)):
         size = size[0]
-    x = torch.randn(batch, 3, size, size, device=dev).to(memory_format=torch.channels_last)
+    x = _layout(torch.randn(batch, 3, size, size, device=dev), layout)
     y = torch.randint(0, 1000, (batch,), device=dev)
     amp = dev.type == "cuda"
     res = {}
@@ -262,7 +268,8 @@ def e2e(paper, factory_name, img_size, batch, dtype, dev, steps=10):
                 m(x)
         res[name + "_infer"] = do_bench(infer, warmup=3 * steps, rep=10 * steps * 10)
         m.train()
-    return dict(model=f"{factory_name}@{size} b{batch}", ms=res, speedup=round(res["eager"] / res["accelerated"], 3),
+    return dict(model=f"{factory_name}@{size} b{batch} {layout}", ms=res,
+                speedup=round(res["eager"] / res["accelerated"], 3),
                 speedup_infer=round(res["eager_infer"] / res["accelerated_infer"], 3),
                 swapped={k: report[k] for k in ("dwconv", "dwconv+bn", "dwconv+act", "lkca", "eca")})
 
@@ -278,6 +285,9 @@ def main(argv=None):
     p.add_argument("--bw", type=float, default=4.3e12, help="memory bandwidth, B/s (H200 measured copy)")
     p.add_argument("--fma", type=float, default=67e12, help="FFMA peak, FLOP/s")
     p.add_argument("--tc", type=float, default=790e12, help="bf16/fp16 tensor-core peak, FLOP/s")
+    p.add_argument("--layouts", default="cl,nchw", help="memory formats of the depthwise/ECA inputs and the "
+                   "e2e models: cl (channels-last) and/or nchw (NCHW inputs are converted to channels-last "
+                   "around the depthwise kernel: ops.NCHW_POLICY)")
     p.add_argument("--out", default="runs/kernels_bench.json")
     p.add_argument("--smoke", action="store_true", help="CPU + TRITON_INTERPRET=1, tiny sizes: test this "
                    "script's code paths (the times it prints mean nothing)")
@@ -298,6 +308,9 @@ def main(argv=None):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     dev = torch.device("cpu" if args.smoke else "cuda")
     peaks = {"bw": args.bw, "fma": args.fma, "tc": args.tc}
+    layouts = [t for t in args.layouts.split(",") if t]
+    if not set(layouts) <= {"cl", "nchw"}:
+        p.error(f"--layouts: cl and/or nchw, got {args.layouts}")
     import triton
     env = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                gpu="CPU interpreter (smoke: not a measurement)" if args.smoke else torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
@@ -328,23 +341,25 @@ def main(argv=None):
             keys = [v[1] for v in best.values()]
         for k in keys:
             try:
-                for row in run_case(builders[k[0]](k, batch, dtype, dev), args, peaks):
-                    row.update(paper=paper, calls_per_forward=shapes[k])
-                    results["kernels"].append(row)
+                for layout in (layouts if k[0] != "lkca" else [None]):
+                    for row in run_case(builders[k[0]](k, batch, dtype, dev, layout), args, peaks):
+                        row.update(paper=paper, calls_per_forward=shapes[k], layout=layout)
+                        results["kernels"].append(row)
             except Exception as e:  # noqa: BLE001
                 results["notes"].append(f"{paper} {k}: {type(e).__name__}: {e}")
                 print(results["notes"][-1])
             torch.cuda.empty_cache()
         if not (args.quick or args.no_e2e):
-            try:
-                r = e2e(paper, factory, img, batch, dtype, dev)
-                results["e2e"].append(r)
-                print(f"  e2e train step {r['model']}: eager {r['ms']['eager']:.2f} ms, accelerated "
-                      f"{r['ms']['accelerated']:.2f} ms, speed-up {r['speedup']:.3f}x; inference speed-up "
-                      f"{r['speedup_infer']:.3f}x  swapped {r['swapped']}")
-            except Exception as e:  # noqa: BLE001
-                results["notes"].append(f"{paper} e2e: {type(e).__name__}: {e}")
-                print(results["notes"][-1])
+            for layout in layouts:
+                try:
+                    r = e2e(paper, factory, img, batch, dtype, dev, layout=layout)
+                    results["e2e"].append(r)
+                    print(f"  e2e train step {r['model']}: eager {r['ms']['eager']:.2f} ms, accelerated "
+                          f"{r['ms']['accelerated']:.2f} ms, speed-up {r['speedup']:.3f}x; inference speed-up "
+                          f"{r['speedup_infer']:.3f}x  swapped {r['swapped']}")
+                except Exception as e:  # noqa: BLE001
+                    results["notes"].append(f"{paper} e2e {layout}: {type(e).__name__}: {e}")
+                    print(results["notes"][-1])
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)

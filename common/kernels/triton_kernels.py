@@ -63,21 +63,28 @@ def _act_grad(z, ACT: tl.constexpr):
 
 # ---------------------------------------------------------------------------------------------------------
 # 1. Depthwise k x k conv, stride 1, 'same' padding PAD = DIL*(K-1)//2, any strides (channels-last is the
-#    fast layout: a program's BLOCK_C channels are contiguous). One program = one spatial tile of
-#    BLOCK_H x BLOCK_W pixels (flattened to one axis) x BLOCK_C channels; the K*K taps are a loop (not
-#    unrolled: K goes up to 31), each tap one masked load of the shifted tile (halo reuse via L1/L2).
-#    GRAD=False: y = act(conv(x) + bias)             (forward; with a flipped weight and ACT=0: dX)
+#    fast layout: a program's BLOCK_C channels are contiguous, and a tap's shifted tile moves by whole
+#    pixels, so the loads stay aligned; the launcher converts NCHW inputs to channels-last by default). One
+#    program = one spatial tile of BLOCK_H x BLOCK_W pixels (flattened to one axis) x BLOCK_C channels of one
+#    image (grid axis 0 = image * tiles, so no grid axis limit is reached by large batches or maps); the K*K
+#    taps are a loop (not unrolled: K goes up to 31), each tap one masked load of the shifted tile.
+#    The weight is read in its own (C, K*K) layout (no transposed copy); FLIP=True reads it rotated by 180
+#    degrees (the dX pass), so the backward needs no flipped copy either.
+#    GRAD=False: y = act(conv(x) + bias)             (forward; with FLIP and ACT=0: dX)
 #    GRAD=True:  y = g * act'(conv(x) + bias)        (backward: recompute z, write dZ = dY * act'(z))
+#    Offsets inside one image are int32 (the launcher checks that one image spans < 2^31 elements); the
+#    image offset b * stride_b is int64.
 # ---------------------------------------------------------------------------------------------------------
 @triton.jit
-def dwconv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, y_ptr, H, W, C, TW, I0, I1, J0, J1,
+def dwconv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, y_ptr, H, W, C, TH, TW, I0, I1, J0, J1,
                   sxb, sxc, sxh, sxw, sgb, sgc, sgh, sgw, syb, syc, syh, syw,
                   K: tl.constexpr, DIL: tl.constexpr, PAD: tl.constexpr, ACT: tl.constexpr,
-                  HAS_BIAS: tl.constexpr, GRAD: tl.constexpr, ACC: tl.constexpr,
+                  HAS_BIAS: tl.constexpr, GRAD: tl.constexpr, FLIP: tl.constexpr, ACC: tl.constexpr,
                   BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
-    pid_t = tl.program_id(0)  # spatial tile: TW tiles per tile-row
+    pid = tl.program_id(0)  # image * (TH*TW) + spatial tile (TW tiles per tile-row)
     pid_c = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
+    b = (pid // (TH * TW)).to(tl.int64)
+    pid_t = pid % (TH * TW)
     pix = tl.arange(0, BLOCK_H * BLOCK_W)
     hh = (pid_t // TW) * BLOCK_H + pix // BLOCK_W  # (P,) output rows
     ww = (pid_t % TW) * BLOCK_W + pix % BLOCK_W  # (P,) output cols
@@ -85,6 +92,7 @@ def dwconv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, y_ptr, H, W, C, TW, I0, I1, J0, J1
     cmask = oc < C
     acc = tl.zeros((BLOCK_H * BLOCK_W, BLOCK_C), dtype=ACC)
     x_c = x_ptr + b * sxb + oc[None, :] * sxc  # (1, BLOCK_C) pointers
+    w_c = w_ptr + oc * (K * K)  # (BLOCK_C,) pointers: weight is (C, K*K)
     h0 = (pid_t // TW) * BLOCK_H
     w0 = (pid_t % TW) * BLOCK_W
     for i in range(I0, I1):  # [I0, I1) x [J0, J1): the taps that can touch the image at all
@@ -98,7 +106,10 @@ def dwconv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, y_ptr, H, W, C, TW, I0, I1, J0, J1
                     iw = ww + (j * DIL - PAD)
                     m = (rok & (iw >= 0) & (iw < W))[:, None] & cmask[None, :]
                     xv = tl.load(x_c + (roff + iw * sxw)[:, None], mask=m, other=0.0)
-                    wv = tl.load(w_ptr + (i * K + j) * C + oc, mask=cmask, other=0.0)  # weight is (K*K, C)
+                    if FLIP:
+                        wv = tl.load(w_c + ((K - 1 - i) * K + (K - 1 - j)), mask=cmask, other=0.0)
+                    else:
+                        wv = tl.load(w_c + (i * K + j), mask=cmask, other=0.0)
                     acc += xv.to(ACC) * wv.to(ACC)[None, :]
     if HAS_BIAS:
         acc += tl.load(b_ptr + oc, mask=cmask, other=0.0).to(ACC)[None, :]
@@ -113,25 +124,76 @@ def dwconv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, y_ptr, H, W, C, TW, I0, I1, J0, J1
 
 
 @triton.jit
+def dwconv_wgrad_small_kernel(x_ptr, dz_ptr, pw_ptr, pb_ptr, H, W, C, TH, TW, NT, TILES,
+                              sxb, sxc, sxh, sxw, sdb, sdc, sdh, sdw,
+                              K: tl.constexpr, DIL: tl.constexpr, PAD: tl.constexpr, HAS_BIAS: tl.constexpr,
+                              ACC: tl.constexpr, KK_P2: tl.constexpr, BLOCK_H: tl.constexpr,
+                              BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Weight gradient for small kernels (K <= 7), stage 1 of a two-stage deterministic (atomic-free)
+    reduction. Tiles are the outer loop: each of the program's TILES tiles is read once, all K*K shifted
+    copies of it in one (KK_P2, P, BLOCK_C) load (the shifts overlap, so they come from L1), and multiplied
+    into KK_P2 x P x BLOCK_C accumulators in registers: no reduction inside the loop. After the loop one
+    reduction over the P pixels gives partial[r, c, t] = sum dZ[b,h,w,c] * x[b, h+i*DIL-PAD, w+j*DIL-PAD, c]
+    for every tap t = i*K + j (taps t >= K*K are padding, masked). Stage 2 is a torch .sum(0) over r.
+    With HAS_BIAS it also writes the sum of dZ (partial bias gradient)."""
+    pid_r = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = oc < C
+    pix = tl.arange(0, BLOCK_H * BLOCK_W)
+    tap = tl.arange(0, KK_P2)
+    tmask = tap < K * K
+    di = (tap // K) * DIL - PAD  # (KK_P2,) row shift of each tap
+    dj = (tap % K) * DIL - PAD  # (KK_P2,) column shift
+    acc = tl.zeros((KK_P2, BLOCK_H * BLOCK_W, BLOCK_C), dtype=ACC)
+    accb = tl.zeros((BLOCK_H * BLOCK_W, BLOCK_C), dtype=ACC)
+    for tt in range(TILES):
+        tile = pid_r * TILES + tt
+        b = (tile // (TH * TW)).to(tl.int64)
+        rem = tile % (TH * TW)
+        hh = (rem // TW) * BLOCK_H + pix // BLOCK_W  # (P,)
+        ww = (rem % TW) * BLOCK_W + pix % BLOCK_W
+        ok = (hh < H) & (ww < W) & (tile < NT)
+        dz = tl.load(dz_ptr + b * sdb + (hh * sdh + ww * sdw)[:, None] + oc[None, :] * sdc,
+                     mask=ok[:, None] & cmask[None, :], other=0.0).to(ACC)  # (P, BLOCK_C)
+        ih = hh[None, :] + di[:, None]  # (KK_P2, P)
+        iw = ww[None, :] + dj[:, None]
+        xok = tmask[:, None] & ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        xv = tl.load(x_ptr + b * sxb + (ih * sxh + iw * sxw)[:, :, None] + oc[None, None, :] * sxc,
+                     mask=xok[:, :, None] & cmask[None, None, :], other=0.0)  # (KK_P2, P, BLOCK_C)
+        acc += xv.to(ACC) * dz[None, :, :]
+        if HAS_BIAS:
+            accb += dz
+    part = tl.sum(acc, axis=1)  # (KK_P2, BLOCK_C): the one reduction
+    r64 = pid_r.to(tl.int64)  # partial buffer (R, C, K*K) can exceed 2^31 elements
+    tl.store(pw_ptr + r64 * C * (K * K) + oc[None, :] * (K * K) + tap[:, None], part,
+             mask=tmask[:, None] & cmask[None, :])
+    if HAS_BIAS:
+        tl.store(pb_ptr + r64 * C + oc, tl.sum(accb, axis=0), mask=cmask)
+
+
+@triton.jit
 def dwconv_wgrad_kernel(x_ptr, dz_ptr, pw_ptr, pb_ptr, H, W, C, TH, TW, NT, TILES, I0, NI, J0, NJ,
                         sxb, sxc, sxh, sxw, sdb, sdc, sdh, sdw,
                         K: tl.constexpr, DIL: tl.constexpr, PAD: tl.constexpr, HAS_BIAS: tl.constexpr,
                         ACC: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Stage 1 of the two-stage (deterministic, atomic-free) weight-gradient reduction: program r sums, over
-    its TILES spatial tiles (of the NT = B*TH*TW tiles), partial[r, t, c] = sum dZ[b,h,w,c] *
-    x[b, h+i*DIL-PAD, w+j*DIL-PAD, c] for every tap t = i*K + j. Stage 2 is a torch .sum(0) over r. The
-    tiles are re-read once per tap (from L1/L2 on a GPU). Only the NI x NJ taps from (I0, J0) that can touch
-    the image are visited (the caller zero-fills the others). With HAS_BIAS it also writes the sum of dZ."""
-    pid_c = tl.program_id(0)
-    pid_r = tl.program_id(1)
+    """Weight gradient for large kernels (K > 7: K*K accumulators do not fit in registers), stage 1 of the
+    two-stage reduction: for each tap t = i*K + j (outer loop), a (P, BLOCK_C) accumulator sums
+    dZ * shifted x over the program's TILES tiles with no reduction inside the loop, then one reduction
+    gives partial[r, c, t]. The tiles are re-read once per tap (from L2 on a GPU). Only the NI x NJ taps
+    from (I0, J0) that can touch the image are visited (the caller zero-fills the others). With HAS_BIAS it
+    also writes the sum of dZ."""
+    pid_r = tl.program_id(0)
+    pid_c = tl.program_id(1)
     oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = oc < C
     pix = tl.arange(0, BLOCK_H * BLOCK_W)
+    r64 = pid_r.to(tl.int64)
     for tv in range(NI * NJ):
         t = (I0 + tv // NJ) * K + J0 + tv % NJ
         di = (t // K) * DIL - PAD
         dj = (t % K) * DIL - PAD
-        acc = tl.zeros((BLOCK_C,), dtype=ACC)
+        acc = tl.zeros((BLOCK_H * BLOCK_W, BLOCK_C), dtype=ACC)
         for tt in range(TILES):
             tile = pid_r * TILES + tt
             rem = tile % (TH * TW)
@@ -150,10 +212,10 @@ def dwconv_wgrad_kernel(x_ptr, dz_ptr, pw_ptr, pb_ptr, H, W, C, TH, TW, NT, TILE
                              mask=ok[:, None] & cmask[None, :], other=0.0)
                 xv = tl.load(x_ptr + b * sxb + (ih * sxh + iw * sxw)[:, None] + oc[None, :] * sxc,
                              mask=xok[:, None] & cmask[None, :], other=0.0)
-                acc += tl.sum(dz.to(ACC) * xv.to(ACC), axis=0)
-        tl.store(pw_ptr + (pid_r * K * K + t) * C + oc, acc, mask=cmask)
+                acc += dz.to(ACC) * xv.to(ACC)
+        tl.store(pw_ptr + r64 * C * (K * K) + oc * (K * K) + t, tl.sum(acc, axis=0), mask=cmask)
     if HAS_BIAS:
-        accb = tl.zeros((BLOCK_C,), dtype=ACC)
+        accb = tl.zeros((BLOCK_H * BLOCK_W, BLOCK_C), dtype=ACC)
         for tt in range(TILES):
             tile = pid_r * TILES + tt
             b = (tile // (TH * TW)).to(tl.int64)
@@ -163,8 +225,8 @@ def dwconv_wgrad_kernel(x_ptr, dz_ptr, pw_ptr, pb_ptr, H, W, C, TH, TW, NT, TILE
             ok = (hh < H) & (ww < W) & (tile < NT)
             dz = tl.load(dz_ptr + b * sdb + (hh * sdh + ww * sdw)[:, None] + oc[None, :] * sdc,
                          mask=ok[:, None] & cmask[None, :], other=0.0)
-            accb += tl.sum(dz.to(ACC), axis=0)
-        tl.store(pb_ptr + pid_r * C + oc, accb, mask=cmask)
+            accb += dz.to(ACC)
+        tl.store(pb_ptr + r64 * C + oc, tl.sum(accb, axis=0), mask=cmask)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -173,13 +235,14 @@ def dwconv_wgrad_kernel(x_ptr, dz_ptr, pw_ptr, pb_ptr, H, W, C, TH, TW, NT, TILE
 #    from a table instead of computed as Q K^T. FLIP=True uses T^T (the dV = T^T dOut backward).
 # ---------------------------------------------------------------------------------------------------------
 @triton.jit
-def lkca_mix_kernel(k_ptr, v_ptr, o_ptr, N, C, S,
+def lkca_mix_kernel(k_ptr, v_ptr, o_ptr, N, C, S, MT,
                     svb, svn, svc, sob, son, soc,
                     FLIP: tl.constexpr, DOT_F32: tl.constexpr, IEEE: tl.constexpr, ACC: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    pid_m = tl.program_id(0)
+    pid = tl.program_id(0)  # batch * MT + row tile (grid axis 0: no 65535 limit on the batch)
     pid_c = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
+    b = (pid // MT).to(tl.int64)
+    pid_m = pid % MT
     KS = 2 * S - 1
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output tokens n = (i, j)
     cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # channels
@@ -273,41 +336,58 @@ def lkca_diag_kernel(dt_ptr, dk_ptr, N, S, BLOCK: tl.constexpr, ACC: tl.constexp
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 3. ECA. Forward = 2 kernels, 3 passes over x: (1) pool: p[b,c] = mean_hw x; (2) gate+scale: each program
-#    recomputes its BLOCK_C gates from p (k taps, sigmoid) and writes y = x * g. Backward = 2 kernels:
-#    (1) the same reduction kernel with PRODUCT: dg[b,c] = sum_hw dy*x; (2) dx = dy*g + dp/HW.
+# 3. ECA. Forward = 2 kernels (+ a tiny torch sum when the pool is split), 3 passes over x:
+#    (1) pool: partial[split, b, c] = scale * sum over the split's share of H*W of x (grid axis 0 = image *
+#        SPLITS: the H*W reduction is split so a batch of 1 still fills the GPU; stage 2 sums the splits);
+#    (2) gate+scale: each program recomputes its BLOCK_C gates from p (k taps, sigmoid) and writes y = x * g.
+#    Backward = 2 kernels: (1) the same reduction kernel with PRODUCT: dg[b,c] = sum_hw dy*x; (2) dx = dy*g +
+#    dp/HW. FLAT=True when H and W are one run of equal stride (sxh == W*sxw, e.g. NCHW-contiguous, where the
+#    pixel axis is the contiguous one): the pixel offset is hw*sxw, which the compiler can vectorise.
 # ---------------------------------------------------------------------------------------------------------
 @triton.jit
-def eca_reduce_kernel(x_ptr, y_ptr, out_ptr, C, HW, W, scale,
-                      sxb, sxc, sxh, sxw, syb, syc, syh, syw,
-                      PRODUCT: tl.constexpr, ACC: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
-    b = tl.program_id(0).to(tl.int64)
-    pid_c = tl.program_id(1)
-    oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = oc < C
-    acc = tl.zeros((BLOCK_C,), dtype=ACC)
-    for s0 in range(0, HW, BLOCK_HW):
-        hw = s0 + tl.arange(0, BLOCK_HW)
-        hh = hw // W
-        ww = hw % W
-        m = (hw < HW)[:, None] & cmask[None, :]
-        xv = tl.load(x_ptr + b * sxb + hh[:, None] * sxh + ww[:, None] * sxw + oc[None, :] * sxc, mask=m, other=0.0)
-        xv = xv.to(ACC)
-        if PRODUCT:
-            yv = tl.load(y_ptr + b * syb + hh[:, None] * syh + ww[:, None] * syw + oc[None, :] * syc, mask=m, other=0.0)
-            xv = xv * yv.to(ACC)
-        acc += tl.sum(xv, axis=0)
-    tl.store(out_ptr + b * C + oc, acc * scale, mask=cmask)
+def _eca_offsets(hw, W, sh, sw, FLAT: tl.constexpr):
+    if FLAT:
+        off = hw * sw
+    else:
+        off = (hw // W) * sh + (hw % W) * sw
+    return off
 
 
 @triton.jit
-def eca_scale_kernel(x_ptr, p_ptr, w_ptr, bias_ptr, y_ptr, C, HW, W,
-                     sxb, sxc, sxh, sxw, syb, syc, syh, syw,
-                     KT: tl.constexpr, HAS_BIAS: tl.constexpr, ACC: tl.constexpr,
-                     BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
-    b = tl.program_id(0).to(tl.int64)
+def eca_reduce_kernel(x_ptr, y_ptr, out_ptr, B, C, HW, W, PER, SPLITS, scale,
+                      sxb, sxc, sxh, sxw, syb, syc, syh, syw,
+                      PRODUCT: tl.constexpr, FLAT: tl.constexpr, ACC: tl.constexpr,
+                      BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid = tl.program_id(0)  # image * SPLITS + split
     pid_c = tl.program_id(1)
-    pid_s = tl.program_id(2)
+    b = (pid // SPLITS).to(tl.int64)
+    split = pid % SPLITS
+    oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = oc < C
+    acc = tl.zeros((BLOCK_HW, BLOCK_C), dtype=ACC)  # 2-D accumulator: one reduction after the loop
+    lo = split * PER
+    for s0 in range(lo, lo + PER, BLOCK_HW):
+        hw = s0 + tl.arange(0, BLOCK_HW)
+        m = ((hw < HW) & (hw < lo + PER))[:, None] & cmask[None, :]
+        xv = tl.load(x_ptr + b * sxb + _eca_offsets(hw, W, sxh, sxw, FLAT)[:, None] + oc[None, :] * sxc,
+                     mask=m, other=0.0).to(ACC)
+        if PRODUCT:
+            yv = tl.load(y_ptr + b * syb + _eca_offsets(hw, W, syh, syw, FLAT)[:, None] + oc[None, :] * syc,
+                         mask=m, other=0.0)
+            xv = xv * yv.to(ACC)
+        acc += xv
+    tl.store(out_ptr + (split * B + b) * C + oc, tl.sum(acc, axis=0) * scale, mask=cmask)
+
+
+@triton.jit
+def eca_scale_kernel(x_ptr, p_ptr, w_ptr, bias_ptr, y_ptr, C, HW, W, NS,
+                     sxb, sxc, sxh, sxw, syb, syc, syh, syw,
+                     KT: tl.constexpr, HAS_BIAS: tl.constexpr, FLAT: tl.constexpr, ACC: tl.constexpr,
+                     BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid = tl.program_id(0)  # image * NS + pixel block
+    pid_c = tl.program_id(1)
+    b = (pid // NS).to(tl.int64)
+    pid_s = pid % NS
     oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = oc < C
     # the gate of this program's channels: a[c] = sum_t w[t] p[b, c + t - (KT-1)/2] (+ bias), zero-padded
@@ -320,31 +400,30 @@ def eca_scale_kernel(x_ptr, p_ptr, w_ptr, bias_ptr, y_ptr, C, HW, W,
         a += tl.load(bias_ptr).to(ACC)
     g = tl.sigmoid(a)
     hw = pid_s * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    hh = hw // W
-    ww = hw % W
     m = (hw < HW)[:, None] & cmask[None, :]
-    xv = tl.load(x_ptr + b * sxb + hh[:, None] * sxh + ww[:, None] * sxw + oc[None, :] * sxc, mask=m, other=0.0)
+    xv = tl.load(x_ptr + b * sxb + _eca_offsets(hw, W, sxh, sxw, FLAT)[:, None] + oc[None, :] * sxc,
+                 mask=m, other=0.0)
     out = xv.to(ACC) * g[None, :]
-    tl.store(y_ptr + b * syb + hh[:, None] * syh + ww[:, None] * syw + oc[None, :] * syc,
+    tl.store(y_ptr + b * syb + _eca_offsets(hw, W, syh, syw, FLAT)[:, None] + oc[None, :] * syc,
              out.to(y_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
-def eca_dx_kernel(dy_ptr, g_ptr, dp_ptr, dx_ptr, C, HW, W, inv_hw,
+def eca_dx_kernel(dy_ptr, g_ptr, dp_ptr, dx_ptr, C, HW, W, NS, inv_hw,
                   sdb, sdc, sdh, sdw, sxb, sxc, sxh, sxw,
-                  ACC: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
-    b = tl.program_id(0).to(tl.int64)
+                  FLAT: tl.constexpr, ACC: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid = tl.program_id(0)  # image * NS + pixel block
     pid_c = tl.program_id(1)
-    pid_s = tl.program_id(2)
+    b = (pid // NS).to(tl.int64)
+    pid_s = pid % NS
     oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = oc < C
     g = tl.load(g_ptr + b * C + oc, mask=cmask, other=0.0).to(ACC)
     dp = tl.load(dp_ptr + b * C + oc, mask=cmask, other=0.0).to(ACC) * inv_hw
     hw = pid_s * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    hh = hw // W
-    ww = hw % W
     m = (hw < HW)[:, None] & cmask[None, :]
-    dy = tl.load(dy_ptr + b * sdb + hh[:, None] * sdh + ww[:, None] * sdw + oc[None, :] * sdc, mask=m, other=0.0)
+    dy = tl.load(dy_ptr + b * sdb + _eca_offsets(hw, W, sdh, sdw, FLAT)[:, None] + oc[None, :] * sdc,
+                 mask=m, other=0.0)
     dx = dy.to(ACC) * g[None, :] + dp[None, :]
-    tl.store(dx_ptr + b * sxb + hh[:, None] * sxh + ww[:, None] * sxw + oc[None, :] * sxc,
+    tl.store(dx_ptr + b * sxb + _eca_offsets(hw, W, sxh, sxw, FLAT)[:, None] + oc[None, :] * sxc,
              dx.to(dx_ptr.dtype.element_ty), mask=m)
