@@ -312,6 +312,11 @@ class GlobalMHSA(nn.Module):
             self.slot_k = nn.Parameter(torch.randn(heads, num_slots, self.d) * 0.02)  # (h, R, d) [paper silent: init]
             self.slot_v = nn.Parameter(torch.randn(heads, num_slots, self.d) * 0.02)  # (h, R, d)
 
+    def no_weight_decay(self) -> set:
+        """Parameter names an AdamW recipe leaves undecayed (timm's convention; common/train.py reads it)."""
+        # [paper silent: tables of positions and slots are not decayed, as BoTNet/timm do for position tables]
+        return {n for n in ("rel_h", "rel_w", "slot_k", "slot_v") if getattr(self, n, None) is not None}
+
     def position_embedding(self) -> torch.Tensor:
         """r of Eq. 3: (h, N, d), r[:, i*W + j] = rel_h[:, i] + rel_w[:, j]."""
         return (self.rel_h + self.rel_w).flatten(1, 2)       # (h, H, W, d) -> (h, N, d)
