@@ -118,7 +118,7 @@ register(Study(
     arms={"vit_1m (cls token)": {"model": "vit_1m"},
           "vit_1m (GAP)": {"model": "vit_1m", "model_kwargs": {"pool": "mean"}},
           "lkca_t (GAP)": {"model": "lkca_t"}},
-    recipe=dict(epochs=6, batch_size=128, train_size=10000, val_size=5000, lr=1e-3, warmup_epochs=1.0,
+    recipe=dict(epochs=5, batch_size=64, train_size=5000, val_size=2000, lr=1e-3, warmup_epochs=0.5,
                 weight_decay=0.05, label_smoothing=0.1, augment="basic", data_seed=0),
 ))
 
