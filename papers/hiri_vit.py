@@ -596,6 +596,7 @@ class MViT(nn.Module):
     """Four-stage M-ViT: ViT-stem (7x7/4 conv + LN), Transformer stages (SR 8/4/1/1), single 3x3/2 conv +
     LN downsampling, LN, GAP + FC. Total stride 32, so its cost grows ~4x from 224 to 448 (Table VII r.7)."""
 
+    # [paper silent: every number of the baseline ("similar to PVT"); see What the paper leaves open 7]
     def __init__(self, widths=(64, 128, 320, 512), depths=(2, 2, 9, 4), heads=(1, 2, 5, 8),
                  ffn_ratios=(8, 8, 5, 5), sr_ratios=(8, 4, 1, 1), num_classes: int = 1000, img_size: int = 224):
         super().__init__()
@@ -611,6 +612,7 @@ class MViT(nn.Module):
             nn.Sequential(*[MViTBlock(widths[i], heads[i], ffn_ratios[i], sr_ratios[i]) for _ in range(depths[i])])
             for i in range(4))
         self.norm = ChannelLayerNorm(widths[-1], eps=1e-6)
+        # [not in paper: the same 1x1 head conv as HIRIViT (What differs 4)]
         self.head = ClassifierHead(widths[-1], num_classes, head_width=int(ffn_ratios[-1] * widths[-1]))
         self.apply(_init_weights)
 
