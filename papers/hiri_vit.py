@@ -16,40 +16,51 @@ Section / equation map
     §4.2, Fig. 4         HR block (stages 1-2)            -> class HRBlock
     §4.3, Fig. 5b        IRDS-a (stage 1->2, 2->3)        -> class IRDSa
     §4.3, Fig. 5c        IRDS-b (stage 3->4, 4->5)        -> class IRDSb
-    §3 Eq. 3, §4.4       CFFN with BN (stage 3)           -> class CFFNBlock
+    §3 Eq. 3, §4.4       CFFN block, pre-BN (stage 3)     -> class CFFNBlock
     §3 Eq. 1 + Eq. 3     Transformer block (stages 4-5)   -> class TransformerBlock (Attention + ConvFFN)
     §4.4                 BN in stages 1-3, LN in 4-5      -> the block classes; fuse_bn() folds the BNs
     §4.5 Eq. 5           EMA distillation needs the logits map before pooling -> HIRIViT.forward_dense
                          (the loss itself is in common/distill.py: it is a training recipe, not a layer)
     §4.6, Table I        S / B / L                         -> hiri_vit_s / hiri_vit_b / hiri_vit_l
+    (not in the paper)   1x1 conv of width E_5*C_5 + GELU before pooling -> ClassifierHead.pre (What differs 4)
     §5.4, Table VII r.1  four-stage M-ViT baseline         -> class MViT, factory mvit_s
     Table II             224 / 384 / 448 inputs           -> layout_for(img_size)
+    (convention)         softmax maps of every attention  -> attention_maps(model, x)
 
 What differs from the paper or the authors' code, and why
-    There is no public code (specs: official_code_facts.md §3), so nothing can differ from it; the list below
-    is where this file knowingly departs from, or adds to, the paper text.
+    No public code was found (no repository of HIRI-ViT, its HR-stem or its IRDS; the authors' group
+    repository holds CoTNet / Wave-ViT / Dual-ViT only), so nothing can differ from it; the list below is where
+    this file knowingly departs from, or adds to, the paper text.
     1. Resolution. Table II gives HIRI-ViT-S the same parameters and nearly the same GFLOPs at 224 (4.5) and
        448 (5.0). A fixed stride-64 network cannot do that (224/64 is not whole; 4x the pixels is ~4x the
        MACs), so the 224 model must keep the 448 grids where the cost is. Which stride is dropped is not in
        the text; we measured the candidates (notebook, README): dropping a stem stride (stages see
-       112/56/28/14/7 at 224) costs exactly as much as 448, i.e. 5.0/9.9/20.5 G against the paper's
+       112/56/28/14/7 at 224) costs exactly as much as 448, i.e. 5.04/9.93/20.53 G against the paper's
        4.5/8.2/17.0 (+12/+21/+21%). Keeping the stride-4 stem and giving the *second IRDS-a stride 1*
        (stages at 56/28/28/14/7) gives 4.53/8.08/17.03 G, within 1.5% of all three 224 rows, so that is
        what layout_for(224) does. At 384 (a multiple of 64) Table I's layout is used (96/48/24/12/6): our
-       3.66/7.21/14.92 G are 18-22% under the paper's 4.7/9.3/18.2; no whole-grid layout of this network
-       reproduces those (the 384 rows are reported, not asserted, in the tests). The same layout at 768
-       gives 16.11/31.62/65.33 G against Table III's 16.1/31.6/63.4, so Table I's layout is right at
-       multiples of 64 and the 384 rows are the odd ones out.
+       3.66/7.21/14.92 G are 18-22% under the paper's 4.7/9.3/18.2; none of the 16 IRDS stride layouts
+       matches all three 384 rows (notebook section 2), so the 384 rows are a documented miss (pinned in the
+       tests). The same layout at 768 gives 16.11/31.62/65.33 G against Table III's 16.1/31.6/63.4.
     2. GFLOPs are read as MACs (the PVT/Swin convention), counted with torch.utils.flop_counter including
-       the attention matmuls (count with set_naive(model): the CPU flash-attention kernel is invisible to
-       the counter); norms/activations are not counted.
+       the attention matmuls (the fast SDPA path is counted too); norms/activations are not counted.
     3. We add stochastic depth (drop_path_rate, default 0) and head dropout as options; the paper does not
        mention them.
+    4. Head: final LN, then a 1x1 conv to E_5*C_5 channels + GELU, global average pooling, FC. **The 1x1 conv
+       is not in the paper** (which describes no head; Table I ends at stage 5). Without it (GAP + FC from
+       C_5) the counts are 31.36M / 49.74M / 89.64M, 9.9% / 8.6% / 5.0% short of Table II; with it, 34.72M /
+       54.36M / 94.25M. The conv itself holds 1.31M of S's parameters, and because the FC then reads E_5*C_5
+       instead of C_5 features, the head grows by 3.36M in all (head 3.87M = 11% of S). The width E_5*C_5
+       (the stage-5 FFN width; MobileNetV3 / CMT [8] put a wide 1x1 conv here) was chosen because it closes
+       the gap for all three sizes at once: the parameter match is therefore **fitted**, not an independent
+       confirmation. It keeps average pooling directly before a linear classifier, which is what Eq. 5
+       assumes (the pooled logits are the mean of the per-position logits). head_width=0 builds GAP + FC.
 
 What the paper leaves open (each choice below; "counts" = they bring params/MACs close to Table II)
     1. HR-stem widths: the first 3x3/2 conv outputs C0 = C1 channels (stem_width); both branches end at C1.
-       High-res branch: 3x3 depthwise (+BN+GELU) at stride 2, then a 3x3/2 conv C0->C1. Low-res branch:
-       3x3/2 conv C0->C1 (+BN+GELU), 3x3 conv (+BN+GELU), 1x1 conv. Sum -> BN (as the text says).
+       High-res branch: a 3x3 depthwise conv (+BN+GELU) on the first conv's H/2 output, then a 3x3/2 conv
+       C0->C1. Low-res branch: 3x3/2 conv C0->C1 (+BN+GELU), 3x3 conv (+BN+GELU), 1x1 conv. Sum -> BN (as
+       the text says).
     2. HR block: out = x + DW3x3_BN(x) + Up2(FFN(DW3x3/2_BN(x))), FFN = 1x1 conv (E*C) + BN + GELU, 1x1
        conv + BN; upsampling = nearest repetition (the text: "upsampled via repetition"); fusion = sum with
        an identity residual (Fig. 4 itself is not in the text).
@@ -58,36 +69,49 @@ What the paper leaves open (each choice below; "counts" = they bring params/MACs
        says), 3x3/2 depthwise, 1x1 conv -> C_out. The "extra downsampling shortcut": 2x2 average pool + 1x1
        conv (+BN in IRDS-a), ResNet-D style. Check: the same IRDS in the four-stage layout add +0.45M over
        single 3x3/2 convs; Table VII row 5 -> 6 says +0.3M.
-    4. CFFN block (stage 3): x + FC2_BN(DW3x3_BN(z) + z), z = GELU(BN(FC1(x))): Eq. 3 with every FC/DW
-       followed by BN, so that the whole block folds into plain convs at inference (§4.4's reason for BN).
+    4. CFFN block (stage 3): x + CFFN(BN(x)) with Eq. 3 as written, CFFN(X) = FC(DWConv(z) + z),
+       z = GELU(FC(X)). Where the BN goes is not drawn anywhere. The text gives its history: Table VII row 3
+       removes MHA from pre-LN Transformer blocks, leaving x + CFFN(LN(x)), and row 4 / §4.4 "replace LN with
+       BN" in the CFFN block, a one-for-one swap, so the pre-norm becomes a BN. (An earlier version of this
+       file put a BN after every conv inside Eq. 3 instead; that adds norms the equation does not have and
+       removes the block's pre-norm: 2816 more parameters for S.) The pre-BN folds exactly into the first 1x1
+       FC, which is §4.4's stated reason for BN (inference speed). §4.4's "Moreover, we also replace LN with
+       BN for CFFN block" could also be read as the CFFN sub-layer of the stage 4-5 Transformer blocks; the
+       same paragraph says "LN is applied on the last two stages", so those keep LN here. (BN and LN have the
+       same parameter count and norms are not counted as MACs, so the tables cannot decide this.)
     5. Transformer block (stages 4-5): pre-LN; MHSA with qkv/out projections (with bias), head width
        C/heads = 64 in every Table I column, no K/V spatial reduction (the baseline text says its last two
        stages use none, and stages 4-5 are those stages); its FFN is Eq. 3's CFFN without BN, 3x3 DW, GELU.
-    6. Head: final LN, a pre-logits 1x1 conv to E_5*C_5 channels + GELU, global average pooling, FC.
-       Blocks + IRDS + a bare FC head fall 3.4M / 4.6M / 4.8M short of Table II for S / B / L; a pre-logits
-       layer of width E_5*C_5 (the stage-5 FFN width; MobileNetV3 / CMT [8] put a wide 1x1 conv here) closes
-       the gap to 0.2% for all three, and keeps average pooling directly before a linear classifier, which
-       is what Eq. 5 assumes (the pooled logits are the mean of the per-position logits).
-    7. Activation GELU everywhere; BN momentum/eps PyTorch defaults; LN eps 1e-6.
-    8. The M-ViT baseline (Table VII row 1; "similar to PVT"): ViT-stem 7x7/4 conv + LN, widths 64/128/320/512
+    6. Activation GELU everywhere; BN momentum/eps PyTorch defaults; LN eps 1e-6; a final LN after stage 5.
+    7. The M-ViT baseline (Table VII row 1; "similar to PVT"): ViT-stem 7x7/4 conv + LN, widths 64/128/320/512
        (HIRI-ViT-S's stages 2-5), depths 2/2/9/4, heads 1/2/5/8, K/V spatial reduction 8/4/1/1 by a strided conv
        + LN, plain FFN (Eq. 2) with ratios 8/8/5/5, 3x3/2 conv + LN between stages, LN, and the same head as
-       HIRI-ViT: 35.33M (paper 35.0M), 4.82 GMACs at 224 (paper 4.4).
+       HIRI-ViT (with the 1x1 conv that is not in the paper): 35.33M (paper 35.0M), 4.82 GMACs at 224 (paper
+       4.4).
 
-Parameters (1000 classes) and MACs (G, incl. attention matmuls), this file vs Table II
-(`python -c "from common.flops import count_macs; ..."`, see tests/test_hiri_vit.py and the README)
+Parameters (1000 classes; exact, pinned in tests/test_hiri_vit.py) and MACs (G, incl. attention matmuls),
+this file vs Tables II / III. "fitted": the head's 1x1 conv (not in the paper) was sized to close the gap.
 
-    variant      params paper / here      224 paper / here   384 paper / here   448 paper / here   768 (Table III)
-    hiri_vit_s   34.8M / 34.72M (-0.2%)   4.5  / 4.53        4.7  / 3.66        5.0  / 5.04        16.1 / 16.11
-    hiri_vit_b   54.4M / 54.36M (-0.1%)   8.2  / 8.08        9.3  / 7.21        9.9  / 9.93        31.6 / 31.62
-    hiri_vit_l   94.4M / 94.26M (-0.1%)   17.0 / 17.03       18.2 / 14.92       19.9 / 20.53       63.4 / 65.33
-    mvit_s       35.0M / 35.33M (+0.9%)   4.4  / 4.82        (448: 22.74; Table VII row 7, a later variant: 21.5)
+    variant      paper   here (fitted)        without the 1x1 conv    224 paper/here  384 paper/here  448 paper/here  768 (Table III)
+    hiri_vit_s   34.8M   34,719,528 (-0.2%)   31,358,248 (-9.9%)      4.5  / 4.53     4.7  / 3.66     5.0  / 5.04     16.1 / 16.11
+    hiri_vit_b   54.4M   54,355,624 (-0.1%)   49,744,424 (-8.6%)      8.2  / 8.08     9.3  / 7.21     9.9  / 9.93     31.6 / 31.62
+    hiri_vit_l   94.4M   94,252,040 (-0.2%)   89,640,840 (-5.0%)      17.0 / 17.03    18.2 / 14.92    19.9 / 20.53    63.4 / 65.33
+    mvit_s       35.0M   35,331,624 (+0.9%)                           4.4  / 4.82     (448: 22.74; Table VII row 7, a later variant: 21.5)
+
+    Every MAC entry at 224 / 448 / 768 is within 2% of the paper except L at 448 (+3.2%) and 768 (+3.0%).
+    Why L: stages 3-5 and the head cost exactly the same at 224 and 448 (15.00 G for L), so the 448 - 224
+    difference is the front alone (HR-stem, stages 1-2, IRDS-a): ours +3.50 G vs the paper's +2.9 G (S: +0.51
+    vs +0.5; B: +1.84 vs +1.7). L has by far the widest and deepest front (C1/C2 = 80/160, 4 + 4 HR blocks;
+    5.53 G of its 20.53 G at 448), and every internal of the front is a paper-silent choice (leaves open
+    1-3). A front ~11% heavier than the paper's (0.63 G of 5.53 G at 448) predicts ~1.8 G too many at 768
+    (front 16.25 G there); we see 1.93 G. At 224 L's front is 2.03 G, so its share of the miss is small there.
+    This is an inference from the counts, not a confirmed cause.
 """
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -123,6 +147,11 @@ def _check_input(x: torch.Tensor, img_size: int, stride: int) -> None:
                          f"with img_size={h if h == w else (h, w)}")
 
 
+# FX symbolic tracing (torchvision's create_feature_extractor) cannot run Python `if`s on traced shapes: wrap
+# makes the check one opaque call in the traced graph (it still runs, on real tensors, when the graph runs).
+torch.fx.wrap("_check_input")
+
+
 def layout_for(img_size: int) -> tuple[int, int, int, int]:
     """Strides of the four IRDS layers for a square input of side `img_size` (Table II's 224/384/448 rows).
 
@@ -146,7 +175,7 @@ def layout_for(img_size: int) -> tuple[int, int, int, int]:
                      f"whole grid; got {img_size}. Use {lo if lo else 32} or {hi}")
 
 
-class DropPath(nn.Module):
+class DropPath(nn.Module):  # [not in paper: stochastic depth, an option that is off by default]
     """Stochastic depth on a residual branch (not in the paper; off by default)."""
 
     def __init__(self, p: float = 0.0):
@@ -161,8 +190,9 @@ class DropPath(nn.Module):
 
 
 def conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
-    """Conv (no bias: BN follows) + BN (+ GELU): consecutive children of one Sequential, so fuse_bn() and the
-    kernels helper (common/kernels, which swaps stride-1 depthwise conv+BN+act for a fused op) find them."""
+    """Conv (no bias: BN follows) + BN (+ GELU), the "conv + BN" unit of the paper's CNN parts (§4.4).
+    One nn.Sequential because fuse_bn() folds a BN into the conv that precedes it in the same Sequential
+    (and common/kernels fuses a stride-1 depthwise conv with its BN/activation only inside a plain Sequential)."""
     layers = [nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False),
               nn.BatchNorm2d(cout)]
     if act:
@@ -191,10 +221,12 @@ class HRStem(nn.Module):
 
     def __init__(self, cout: int, stem_width: Optional[int] = None):
         super().__init__()
-        c0 = stem_width or cout
+        c0 = stem_width or cout  # [paper silent: the first conv's width; we use C1]
         self.first = conv_bn(3, c0, 3, stride=2)                             # "strided conv (s=2, k=3)"
+        # [paper silent: BN+GELU after the first conv and after the depthwise conv]
         self.hr_dw = conv_bn(c0, c0, 3, groups=c0)                           # light depthwise conv (+BN+GELU)
         self.hr_down = nn.Conv2d(c0, cout, 3, stride=2, padding=1, bias=False)  # then a strided conv
+        # [paper silent: the low-res branch's kernel sizes (3x3/2, 3x3, 1x1) and widths (all C1)]
         self.lr = nn.Sequential(conv_bn(c0, cout, 3, stride=2),              # downsample first,
                                 conv_bn(cout, cout, 3),                      # then a 3x3 conv
                                 nn.Conv2d(cout, cout, 1, bias=False))        # and a 1x1 conv
@@ -234,18 +266,19 @@ class HRBlock(nn.Module):
     def __init__(self, dim: int, ffn_ratio: float = 4.0, drop_path: float = 0.0):
         super().__init__()
         hidden = int(dim * ffn_ratio)
+        # [paper silent: Fig. 4's contents are not in the text; BN after each conv, GELU only inside the FFN]
         self.hr = conv_bn(dim, dim, 3, groups=dim, act=False)               # "light-weight depth-wise conv"
         self.lr_down = conv_bn(dim, dim, 3, stride=2, groups=dim, act=False)  # "strided DW conv (s2,k3) + BN"
         self.lr_ffn = nn.Sequential(conv_bn(dim, hidden, 1),                # FC + BN + activation
                                     conv_bn(hidden, dim, 1, act=False))     # FC + BN
         self.drop_path = DropPath(drop_path)
-        self.naive_upsample = False
+        self.naive_upsample = False   # True: the repeat_interleave reference path of upsample_repeat
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hr = self.hr(x)                                   # (B, C, H, W)
         lr = self.lr_ffn(self.lr_down(x))                 # (B, C, H/2, W/2)
         lr = upsample_repeat(lr, self.naive_upsample)     # (B, C, H, W)  "upsampled via repetition"
-        return x + self.drop_path(hr + lr)                # (B, C, H, W)  fused by summation
+        return x + self.drop_path(hr + lr)                # (B, C, H, W)  [paper silent: sum + identity]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -258,9 +291,10 @@ class IRDSa(nn.Module):
 
     def __init__(self, cin: int, cout: int, ratio: float = 4.0, stride: int = 2):
         super().__init__()
-        hidden = int(cin * ratio)
+        hidden = int(cin * ratio)  # [paper silent: expansion ratio; 4 brings the counts close to Table II]
         self.main = nn.Sequential(conv_bn(cin, hidden, 3, stride=stride),   # expand + reduce spatial size
                                   conv_bn(hidden, cout, 1, act=False))      # shrink channels
+        # "extra downsampling shortcut" [paper silent: its form; 2x2 avg pool + 1x1 conv + BN, ResNet-D style]
         self.shortcut = nn.Sequential(nn.AvgPool2d(stride) if stride > 1 else nn.Identity(),
                                       conv_bn(cin, cout, 1, act=False))
 
@@ -274,10 +308,11 @@ class IRDSb(nn.Module):
 
     def __init__(self, cin: int, cout: int, ratio: float = 6.0, stride: int = 2):
         super().__init__()
-        hidden = int(cin * ratio)
+        hidden = int(cin * ratio)  # [paper silent: expansion ratio; MobileNetV2's 6]
         self.expand = conv_bn(cin, hidden, 1)                                # 1x1, the only BN + GELU
-        self.dw = nn.Sequential(nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden))  # DW
-        self.project = nn.Conv2d(hidden, cout, 1)
+        self.dw = nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden)  # 3x3/2 depthwise
+        self.project = nn.Conv2d(hidden, cout, 1)                            # 1x1 project
+        # "extra downsampling shortcut" [paper silent: its form; 2x2 avg pool + 1x1 conv]
         self.shortcut = nn.Sequential(nn.AvgPool2d(stride) if stride > 1 else nn.Identity(),
                                       nn.Conv2d(cin, cout, 1))
 
@@ -290,21 +325,28 @@ class IRDSb(nn.Module):
 # §3 Eq. 3 + §4.4: CFFN block with BN (stage 3)
 # --------------------------------------------------------------------------------------------------------
 class CFFNBlock(nn.Module):
-    """x + CFFN(x), CFFN(X) = FC(DWConv(z) + z), z = act(FC(X))  (Eq. 3), on (B, C, H, W) with BN after
-    every conv (§4.4: "we also replace LN with BN for CFFN block"), so it folds into plain convs."""
+    """x + CFFN(BN(x)), CFFN(X) = FC(DWConv(z) + z), z = GELU(FC(X))  (Eq. 3), on (B, C, H, W) maps.
+
+    Where the BN sits: the CFFN block is what is left of a pre-LN Transformer block once its attention is
+    removed (Table VII row 3, "Remove MHA"): x + CFFN(LN(x)). Row 4 / §4.4 then "replace LN with BN" in it,
+    a one-for-one swap, so the block's pre-norm becomes a BN and Eq. 3 itself stays as written (no norm
+    inside). A pre-BN folds exactly into the following 1x1 FC at inference (fuse_bn), which is the speed-up
+    §4.4 gives as the reason for BN."""
 
     def __init__(self, dim: int, ffn_ratio: float = 4.0, drop_path: float = 0.0):
         super().__init__()
         hidden = int(dim * ffn_ratio)
-        self.fc1 = conv_bn(dim, hidden, 1)                                   # z = act(FC(X))
-        self.dw = conv_bn(hidden, hidden, 3, groups=hidden, act=False)       # DWConv(z)
-        self.fc2 = conv_bn(hidden, dim, 1, act=False)                        # FC(.)
+        self.norm = nn.BatchNorm2d(dim)                                      # the pre-LN, "replaced with BN"
+        self.fc1 = nn.Conv2d(dim, hidden, 1)                                 # FC on a map = 1x1 conv
+        self.act = nn.GELU()                                                 # sigma [paper silent: GELU]
+        self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)     # DWConv [paper silent: 3x3]
+        self.fc2 = nn.Conv2d(hidden, dim, 1)                                 # FC
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.fc1(x)                                   # (B, E*C, H, W)
+        z = self.act(self.fc1(self.norm(x)))              # (B, E*C, H, W)  z = sigma(FC(BN(x)))
         z = self.dw(z) + z                                # (B, E*C, H, W)  Eq. 3: DWConv(z) + z
-        return x + self.drop_path(self.fc2(z))            # (B, C, H, W)
+        return x + self.drop_path(self.fc2(z))            # (B, C, H, W)    x + FC(...)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -312,26 +354,33 @@ class CFFNBlock(nn.Module):
 # --------------------------------------------------------------------------------------------------------
 class Attention(nn.Module):
     """Multi-head self-attention, Eq. 1: softmax(Q K^T / sqrt(d)) V per head, then W^O.
-    Fast path F.scaled_dot_product_attention; naive path written out (`self.naive = True`)."""
+    Fast path F.scaled_dot_product_attention; naive path written out (`self.naive = True`).
+    `keep_attn = True` takes the naive path and stores the softmax map, detached, in `self.last_attn`:
+    shape (B, h, N, N) (N = H*W tokens; SRAttention: (B, h, N, N/sr^2)). See attention_maps()."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by {heads} heads")
         self.heads, self.head_dim = heads, dim // heads
-        self.qkv = nn.Linear(dim, 3 * dim)
+        self.qkv = nn.Linear(dim, 3 * dim)  # [paper silent: biases on q, k, v and W^O]
         self.proj = nn.Linear(dim, dim)                   # W^O
         self.naive = False
+        self.keep_attn = False
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.naive or self.keep_attn:
+            attn = ((q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)).softmax(dim=-1)  # (B, h, N, M)
+            if self.keep_attn:
+                self.last_attn = attn.detach()
+            return attn @ v                               # (B, h, N, d)
+        return F.scaled_dot_product_attention(q, k, v)    # (B, h, N, d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape                                 # (B, N, D)
         qkv = self.qkv(x).view(b, n, 3, self.heads, self.head_dim)  # (B, N, 3, h, d)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)              # each (B, h, N, d)
-        if self.naive:
-            attn = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, h, N, N)
-            out = attn.softmax(dim=-1) @ v                # (B, h, N, d)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d)
+        out = self._attend(q, k, v)                       # (B, h, N, d)
         out = out.transpose(1, 2).reshape(b, n, c)        # (B, N, D)  Concat(head_0..head_h)
         return self.proj(out)                             # (B, N, D)
 
@@ -343,8 +392,8 @@ class ConvFFN(nn.Module):
         super().__init__()
         hidden = int(dim * ffn_ratio)
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.dw = nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden))
+        self.act = nn.GELU()                                                 # sigma [paper silent: GELU]
+        self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)     # DWConv [paper silent: 3x3]
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -360,7 +409,7 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, ffn_ratio: float, drop_path: float = 0.0):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)          # §4.4: LN in stages 4-5 [paper silent: eps]
         self.attn = Attention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.ffn = ConvFFN(dim, ffn_ratio)
@@ -408,13 +457,15 @@ def _make_block(kind: str, dim: int, ratio: float, heads: int, dp: float) -> nn.
 
 
 class ClassifierHead(nn.Module):
-    """Pre-logits 1x1 conv + GELU, global average pool, FC. Because pooling sits directly before the linear
-    FC, the mean of the per-position logits equals the pooled logits exactly (used by forward_dense)."""
+    """[Pre-logits 1x1 conv + GELU: not in the paper, see "What differs" 4], global average pool, FC.
+    Because pooling sits directly before the linear FC, the mean of the per-position logits equals the
+    pooled logits exactly (used by forward_dense). head_width=0 gives the paper's plain GAP + FC."""
 
     def __init__(self, dim: int, num_classes: int, head_width: int = 0, dropout: float = 0.0):
         super().__init__()
+        # [not in paper: a 1x1 conv to E_5*C_5 channels + GELU before pooling; it fits the parameter counts]
         self.pre = (nn.Sequential(nn.Conv2d(dim, head_width, 1), nn.GELU()) if head_width else nn.Identity())
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)  # [not in paper: head dropout, off by default]
         self.fc = nn.Linear(head_width or dim, num_classes)
 
     def forward(self, feats: torch.Tensor, pool: bool = True) -> torch.Tensor:
@@ -426,7 +477,8 @@ class ClassifierHead(nn.Module):
 
 class HIRIViT(nn.Module):
     """HR-stem + five stages (Table I) + head. forward_features returns the normalised stage-5 map
-    (B, C_5, H/s, W/s) with s = 16 * stem stride (64 for 448, 32 for 224-style inputs)."""
+    (B, C_5, H/s, W/s) with s = self.total_stride = 4 * prod(ds_strides) (64 for Table I's layout, e.g. 448
+    or 384; 32 for layout_for(224))."""
 
     def __init__(self, cfg: HIRIConfig = HIRIConfig(), num_classes: int = 1000, img_size: int = 448,
                  ds_strides: Optional[Sequence[int]] = None, drop_path_rate: float = 0.0,
@@ -444,7 +496,7 @@ class HIRIViT(nn.Module):
             raise ValueError(f"img_size={img_size} is not a multiple of the total stride {self.total_stride}")
         w, d = list(cfg.widths), list(cfg.depths)
         self.stem = HRStem(w[0], cfg.stem_width)
-        dpr = [drop_path_rate * j / max(1, sum(d) - 1) for j in range(sum(d))]  # linear decay rule
+        dpr = [drop_path_rate * j / max(1, sum(d) - 1) for j in range(sum(d))]  # [not in paper: stoch. depth]
         self.downsamples, self.stages = nn.ModuleList(), nn.ModuleList()
         k = 0
         for i in range(5):
@@ -455,19 +507,20 @@ class HIRIViT(nn.Module):
                                                            cfg.heads[i], dpr[k + j]) for j in range(d[i])]))
             k += d[i]
         # §4.4: LN in the last two stages; the Transformer blocks are pre-LN, so one LN closes stage 5.
-        self.norm = ChannelLayerNorm(w[-1], eps=1e-6)
+        self.norm = ChannelLayerNorm(w[-1], eps=1e-6)  # [paper silent: a final norm; usual for pre-LN]
+        # [not in paper: head_width = E_5 * C_5 (the 1x1 conv in ClassifierHead); 0 gives GAP + FC]
         head_width = int(cfg.ffn_ratios[-1] * w[-1]) if cfg.head_width is None else cfg.head_width
         self.head = ClassifierHead(w[-1], num_classes, head_width, dropout)
         self.apply(_init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.img_size, self.total_stride)
-        x = self.stem(x)                                  # (B, C1, H/4, W/4) at 448-style sizes
+        x = self.stem(x)                                  # (B, C1, H/4, W/4)
         for i, stage in enumerate(self.stages):
             if i > 0:
-                x = self.downsamples[i - 1](x)            # (B, C_i, H_i/2, W_i/2)
+                x = self.downsamples[i - 1](x)            # (B, C_i, H_{i-1}/s_i, W_{i-1}/s_i), s_i = ds_strides[i-1]
             x = stage(x)                                  # (B, C_i, H_i, W_i)
-        return self.norm(x)                               # (B, C5, H/64, W/64)
+        return self.norm(x)                               # (B, C5, H/total_stride, W/total_stride)
 
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
         return self.head(feats)                           # (B, classes)
@@ -481,7 +534,7 @@ class HIRIViT(nn.Module):
         return self.head(self.forward_features(x), pool=False)  # (B, classes, h, w)
 
 
-def _init_weights(m: nn.Module) -> None:
+def _init_weights(m: nn.Module) -> None:  # [paper silent: initialisation; timm/PVT's trunc-normal and He rules]
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
@@ -498,7 +551,7 @@ def _init_weights(m: nn.Module) -> None:
 # --------------------------------------------------------------------------------------------------------
 class SRAttention(Attention):
     """MHSA whose keys/values come from a strided-conv-reduced map (PVT's spatial reduction, §5.4: used in
-    the baseline's first two stages only). sr=1 is plain MHSA."""
+    the baseline's first two stages only). sr=1 is plain MHSA. keep_attn: last_attn is (B, h, N, N/sr^2)."""
 
     def __init__(self, dim: int, heads: int, sr: int = 1):
         super().__init__(dim, heads)
@@ -517,10 +570,7 @@ class SRAttention(Attention):
         kv_map = self.reduce(x.transpose(1, 2).reshape(b, c, *hw))           # (B, D, H/sr, W/sr)
         kv = self.kv(kv_map.flatten(2).transpose(1, 2))   # (B, N/sr^2, 2D)
         k, v = kv.view(b, -1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # each (B, h, N', d)
-        if self.naive:
-            out = ((q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)).softmax(-1) @ v  # (B, h, N, d)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d)
+        out = self._attend(q, k, v)                       # (B, h, N, d)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))  # (B, N, D)
 
 
@@ -546,6 +596,7 @@ class MViT(nn.Module):
     """Four-stage M-ViT: ViT-stem (7x7/4 conv + LN), Transformer stages (SR 8/4/1/1), single 3x3/2 conv +
     LN downsampling, LN, GAP + FC. Total stride 32, so its cost grows ~4x from 224 to 448 (Table VII r.7)."""
 
+    # [paper silent: every number of the baseline ("similar to PVT"); see What the paper leaves open 7]
     def __init__(self, widths=(64, 128, 320, 512), depths=(2, 2, 9, 4), heads=(1, 2, 5, 8),
                  ffn_ratios=(8, 8, 5, 5), sr_ratios=(8, 4, 1, 1), num_classes: int = 1000, img_size: int = 224):
         super().__init__()
@@ -561,6 +612,7 @@ class MViT(nn.Module):
             nn.Sequential(*[MViTBlock(widths[i], heads[i], ffn_ratios[i], sr_ratios[i]) for _ in range(depths[i])])
             for i in range(4))
         self.norm = ChannelLayerNorm(widths[-1], eps=1e-6)
+        # [not in paper: the same 1x1 head conv as HIRIViT (What differs 4)]
         self.head = ClassifierHead(widths[-1], num_classes, head_width=int(ffn_ratios[-1] * widths[-1]))
         self.apply(_init_weights)
 
@@ -605,15 +657,32 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 
 @torch.no_grad()
+def fold_bn_conv1x1(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
+    """A single 1x1 conv equal to conv(bn(x)) in eval mode (a BN *before* the conv, CFFNBlock's pre-BN):
+    W (s*x + t) + b = (W * s) x + (W t + b), exact because a 1x1 conv has no padding to see the shift t."""
+    if conv.kernel_size != (1, 1) or conv.groups != 1:
+        raise ValueError(f"a BN before a conv folds exactly only into a dense 1x1 conv, got {conv}")
+    s, t = _bn_scale_shift(bn)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride, bias=True).to(conv.weight)
+    fused.weight.copy_(conv.weight * s.view(1, -1, 1, 1))
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels).to(t)
+    fused.bias.copy_(bias + conv.weight[:, :, 0, 0] @ t)
+    return fused
+
+
+@torch.no_grad()
 def fuse_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
     """Fold every BN that directly follows a conv (consecutive children of an nn.Sequential) into that
-    conv, and the HR-stem's BN over the sum of its two branches into both branches' last convs. Returns an
-    eval-mode model whose outputs equal the original's in eval mode; BNs become nn.Identity."""
+    conv, the HR-stem's BN over the sum of its two branches into both branches' last convs, and the CFFN
+    block's pre-BN into its first 1x1 FC. Returns an eval-mode model whose outputs equal the original's in
+    eval mode; BNs become nn.Identity."""
     model = model if inplace else copy.deepcopy(model)
     model.eval()
     for m in list(model.modules()):
         if isinstance(m, HRStem):
             m._fuse_bn()
+        if isinstance(m, CFFNBlock) and isinstance(m.norm, nn.BatchNorm2d):
+            m.fc1, m.norm = fold_bn_conv1x1(m.norm, m.fc1), nn.Identity()
         if isinstance(m, nn.Sequential):
             names = list(m._modules)
             for a, b in zip(names, names[1:]):
@@ -625,8 +694,8 @@ def fuse_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
 
 
 def set_naive(model: nn.Module, naive: bool = True) -> nn.Module:
-    """Switch every fast path to its naive reference (softmax attention, repeat_interleave upsampling).
-    Use it before counting MACs: FlopCounterMode does not see the CPU flash-attention kernel."""
+    """Switch every fast path to its naive reference (written-out softmax attention, repeat_interleave
+    upsampling), or back with naive=False; the tests assert both give the same outputs and gradients."""
     for m in model.modules():
         if isinstance(m, Attention):
             m.naive = naive
@@ -635,8 +704,24 @@ def set_naive(model: nn.Module, naive: bool = True) -> nn.Module:
     return model
 
 
-def count_batchnorms(model: nn.Module) -> int:
-    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+def attention_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{qualified module name: softmax attention map (B, h, N, M)} of every attention module for input x
+    (HIRI-ViT: stages 4-5, M = N; M-ViT: M = N/sr^2). Runs model(x) under no_grad with every module's
+    keep_attn set, then restores the flags and deletes last_attn. Call it on an eval() model: in train mode
+    the BNs would update their running statistics."""
+    mods = {n: m for n, m in model.named_modules() if hasattr(m, "keep_attn")}
+    old = {n: m.keep_attn for n, m in mods.items()}
+    try:
+        for m in mods.values():
+            m.keep_attn = True
+        with torch.no_grad():
+            model(x)
+        return {n: m.last_attn for n, m in mods.items()}
+    finally:
+        for n, m in mods.items():
+            m.keep_attn = old[n]
+            if "last_attn" in m.__dict__:
+                del m.last_attn
 
 
 # --------------------------------------------------------------------------------------------------------
