@@ -136,6 +136,16 @@ def test_block_parameter_formula():
 # State-dict keys: the authors' checkpoint names, train and deploy form (rules restated from their code)
 # --------------------------------------------------------------------------------------------------------
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+# The authors' branch table (kernel sizes; dilations) per large kernel K, restated from their code.
+AUTHORS_BRANCHES = {17: ((5, 9, 3, 3, 3), (1, 2, 4, 5, 7)), 15: ((5, 7, 3, 3, 3), (1, 2, 3, 5, 7)),
+                    13: ((5, 7, 3, 3, 3), (1, 2, 3, 4, 5)), 11: ((5, 5, 3, 3, 3), (1, 2, 3, 4, 5)),
+                    9: ((5, 5, 3, 3), (1, 2, 3, 4)), 7: ((5, 3, 3), (1, 2, 3)), 5: ((3, 3), (1, 2))}
+
+
+def test_branch_table_is_the_authors():
+    assert {K: tuple(zip(*v)) for K, v in AUTHORS_BRANCHES.items()} == BRANCHES
+    for K, branches in BRANCHES.items():   # every branch fits in the large kernel (r(k-1)+1 <= K)
+        assert all(r * (k - 1) + 1 <= K for k, r in branches), K
 
 
 def _authors_keys(depths, kernel_sizes, deploy):
@@ -150,7 +160,7 @@ def _authors_keys(depths, kernel_sizes, deploy):
                     keys += [f"{b}.dwconv.lk_origin.bias"]
                 else:
                     keys += [f"{b}.dwconv.origin_bn.{p}" for p in BN_KEYS]
-                    for kk, r in BRANCHES[k]:
+                    for kk, r in zip(*AUTHORS_BRANCHES[k]):
                         keys += [f"{b}.dwconv.dil_conv_k{kk}_{r}.weight"]
                         keys += [f"{b}.dwconv.dil_bn_k{kk}_{r}.{p}" for p in BN_KEYS]
             else:
