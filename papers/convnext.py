@@ -434,7 +434,9 @@ def _factory(name: str):
     depths, dims = CONFIGS[name]
 
     def build(num_classes: int = 1000, img_size: int = 224, **kwargs) -> ConvNeXt:
-        return ConvNeXt(num_classes=num_classes, img_size=img_size, depths=depths, dims=dims, **kwargs)
+        cfg = dict(depths=depths, dims=dims)
+        cfg.update(kwargs)                                  # e.g. depths=(1, 1, 1, 1) for a quick test
+        return ConvNeXt(num_classes=num_classes, img_size=img_size, **cfg)
 
     build.__name__ = name
     build.__doc__ = f"{name}: depths {depths}, dims {dims}, 7x7 depthwise kernels. kwargs go to ConvNeXt."
