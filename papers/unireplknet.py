@@ -257,12 +257,13 @@ class DilatedReparamBlock(nn.Module):
     `lk_origin` (with a bias). (B, C, H, W) -> (B, C, H, W).
     """
 
-    def __init__(self, channels: int, kernel_size: int, deploy: bool = False):
+    def __init__(self, channels: int, kernel_size: int, deploy: bool = False, branches: bool = True):
         super().__init__()
         if kernel_size not in BRANCHES:
             raise ValueError(f"Dilated Reparam Block supports kernel sizes {sorted(BRANCHES)}, got {kernel_size}")
         self.kernel_size, self.channels = kernel_size, channels
-        self.branches = BRANCHES[kernel_size]
+        # [not in paper: `branches=False` is an ablation switch (the K x K conv + BN alone, no dilated branches)]
+        self.branches = BRANCHES[kernel_size] if branches else ()
         self.deploy = deploy
         self.lk_origin = _dw_conv(channels, kernel_size, bias=deploy)
         if not deploy:
@@ -318,10 +319,10 @@ class UniRepLKNetBlock(nn.Module):
     """
 
     def __init__(self, dim: int, kernel_size: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6,
-                 deploy: bool = False, ffn_factor: int = 4):
+                 deploy: bool = False, ffn_factor: int = 4, branches: bool = True):
         super().__init__()
         if kernel_size >= 7:
-            self.dwconv = DilatedReparamBlock(dim, kernel_size, deploy=deploy)
+            self.dwconv = DilatedReparamBlock(dim, kernel_size, deploy=deploy, branches=branches)
         elif kernel_size in (3, 5):
             self.dwconv = _dw_conv(dim, kernel_size, bias=deploy)
         else:
@@ -421,6 +422,8 @@ class UniRepLKNet(nn.Module):
         head_init_scale: multiplies the head's initial weights and bias.
         deploy: build the re-parameterised inference structure directly (load a converted state_dict into it).
         img_size: recorded only (the network is fully convolutional and accepts any H, W).
+        branches: False drops the dilated branches of every Dilated Reparam Block (an ablation switch, not in
+            the paper or the code: the K x K conv + BN alone; `reparameterize` then only folds the BNs).
 
     Keys match the authors' checkpoints: `downsample_layers.{0..3}`, `stages.{i}.{j}.*`, `norm`, `head`.
     """
@@ -429,7 +432,7 @@ class UniRepLKNet(nn.Module):
                  dims: Sequence[int] = (96, 192, 384, 768), drop_path_rate: float = 0.0,
                  layer_scale_init_value: Optional[float] = 1e-6, head_init_scale: float = 1.0,
                  kernel_sizes: Optional[Sequence[Sequence[int]]] = None, deploy: bool = False,
-                 img_size: int = 224):
+                 img_size: int = 224, branches: bool = True):
         super().__init__()
         depths, dims = tuple(depths), tuple(dims)
         if len(depths) != 4 or len(dims) != 4:
@@ -464,7 +467,8 @@ class UniRepLKNet(nn.Module):
         for i in range(4):
             self.stages.append(nn.Sequential(*[
                 UniRepLKNetBlock(dims[i], self.kernel_sizes[i][j], drop_path=rates[cur + j],
-                                 layer_scale_init_value=layer_scale_init_value, deploy=deploy)
+                                 layer_scale_init_value=layer_scale_init_value, deploy=deploy,
+                                 branches=branches)
                 for j in range(depths[i])]))
             cur += depths[i]
 
@@ -546,8 +550,9 @@ DEPLOY_PARAMS = {"unireplknet_a": 4_437_300, "unireplknet_f": 6_235_216, "unirep
 
 def _factory(key: str):
     def build(num_classes: int = 1000, img_size: int = 224, deploy: bool = False, **kwargs) -> UniRepLKNet:
-        return UniRepLKNet(num_classes=num_classes, img_size=img_size, depths=DEPTHS[key], dims=DIMS[key],
-                           deploy=deploy, **kwargs)
+        cfg = dict(depths=DEPTHS[key], dims=DIMS[key])
+        cfg.update(kwargs)                                  # e.g. dims=(16, 32, 64, 128) for a CPU-sized model
+        return UniRepLKNet(num_classes=num_classes, img_size=img_size, deploy=deploy, **cfg)
 
     build.__name__ = f"unireplknet_{key}"
     build.__doc__ = (f"UniRepLKNet-{key.upper()}: depths {DEPTHS[key]}, dims {DIMS[key]}. `deploy=True` builds "

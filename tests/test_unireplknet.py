@@ -350,6 +350,20 @@ def test_deploy_model_equals_train_model(case):
 
 
 @pytest.mark.equiv
+def test_ablation_without_branches():
+    """branches=False: a Dilated Reparam Block is the K x K conv + BN alone; re-parameterisation still exact."""
+    model = _randomise(_tiny(branches=False)).double().eval()
+    drb = model.stages[1][0].dwconv
+    assert [n for n, _ in drb.named_children()] == ["lk_origin", "origin_bn"]
+    x = torch.randn(2, 3, 32, 32, dtype=F64)
+    with torch.no_grad():
+        ref = model(x)
+        model.reparameterize()
+        assert _rel_err(model(x), ref) < 1e-12
+    assert set(model.state_dict()) == set(_tiny(deploy=True).state_dict())
+
+
+@pytest.mark.equiv
 def test_reparameterize_is_idempotent_and_alias():
     model = _randomise(_tiny()).eval()
     x = torch.randn(1, 3, 32, 32)
