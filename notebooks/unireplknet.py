@@ -289,9 +289,9 @@ del m_train
 # The *theoretical* receptive field of a deep network is large; the *effective* one (Luo et al. 2016; used by
 # RepLKNet and UniRepLKNet to argue for large kernels) is where the output actually depends on the input:
 # the gradient of a centre output unit with respect to the input pixels, $|\partial y_{\mathrm{centre}} /
-# \partial x|$ summed over colour channels and averaged over images. Output unit = the last feature map's
-# unit(s) nearest the image centre (the single unit of a 1x1 map, the central 2x2 of an even map), summed over
-# channels. We compare four small models at 32 px, one per family: UniRepLKNet (13x13 kernels with dilated
+# \partial x|$ summed over colour channels, normalised per image and averaged over images. Output unit = the
+# last feature map's unit(s) nearest the image centre (the single unit of a 1x1 map, the central 2x2 of an
+# even map), ReLU, summed over channels (as in RepLKNet's ERF code). We compare four small models at 32 px, one per family: UniRepLKNet (13x13 kernels with dilated
 # branches), ConvNeXt (7x7 kernels), LKCA (a global learned kernel over 8x8 tokens) and iiANET (dilated conv +
 # MBConv + global attention), **untrained and after a short training** (one seed each: an anecdote).
 #
@@ -312,21 +312,23 @@ def make_models():
     }
 
 def centre_output(feats):
-    """Sum over channels of the unit(s) nearest the image centre of the last feature map."""
+    """ReLU, then the sum over channels, of the unit(s) nearest the image centre of the last feature map
+    (RepLKNet's ERF code applies the ReLU too; without it, a sum over channels right after a LayerNorm with
+    its initial weight 1 is a constant: sum_c (z_c - mean z) = 0, and the gradient would vanish)."""
     if feats.ndim == 3:                                             # (B, N, D) tokens of a ViT
         s = int(round(feats.shape[1] ** 0.5))
         feats = feats.transpose(1, 2).reshape(feats.shape[0], -1, s, s)   # (B, D, s, s)
     h, w = feats.shape[-2:]
     rows = [h // 2] if h % 2 else [h // 2 - 1, h // 2]
     cols = [w // 2] if w % 2 else [w // 2 - 1, w // 2]
-    return feats[:, :, rows][:, :, :, cols].sum()
+    return F.relu(feats[:, :, rows][:, :, :, cols]).sum()
 
 def erf(model, images):
     model.eval()
     x = images.to(next(model.parameters()).device).requires_grad_(True)
     centre_output(model.forward_features(x)).backward()
     g = x.grad.abs().sum(1)                                         # (B, H, W)
-    g = g / g.flatten(1).sum(1).view(-1, 1, 1)                      # each image's map sums to 1
+    g = g / g.flatten(1).sum(1).clamp_min(1e-30).view(-1, 1, 1)     # each image's map sums to 1
     return g.mean(0).cpu()                                          # (H, W) averaged over images
 
 def area_share(m, mass):

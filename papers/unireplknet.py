@@ -175,7 +175,7 @@ class LayerNorm2d(nn.Module):
         self.eps, self.dim, self.fused = eps, dim, True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused:
+        if self.fused:  # [not in paper: F.layer_norm on a channels-last view; the code's formula is below]
             x = F.layer_norm(x.permute(0, 2, 3, 1), (self.dim,), self.weight, self.bias, self.eps)  # (B, H, W, C)
             return x.permute(0, 3, 1, 2)                                                          # (B, C, H, W)
         u = x.mean(1, keepdim=True)                                       # (B, 1, H, W)
@@ -227,7 +227,7 @@ class SEBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = F.adaptive_avg_pool2d(x, 1)                                   # (B, C, 1, 1)
         s = torch.sigmoid(self.up(self.nonlinear(self.down(s))))          # (B, C, 1, 1) channel gate
-        return x * s                                                      # (B, C, H, W)
+        return x * s                  # (B, C, H, W) [not in paper: broadcast instead of the code's view(-1, C, 1, 1)]
 
 
 class DropPath(nn.Module):
@@ -494,7 +494,7 @@ class UniRepLKNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> the last stage's feature map (B, dims[3], ceil(H/32), ceil(W/32))."""
-        x = check_images(x, self.in_chans)                                # (B, 3, H, W)
+        x = check_images(x, self.in_chans)   # (B, 3, H, W) [not in paper: input validation with clear errors]
         for down, stage in zip(self.downsample_layers, self.stages):
             x = stage(down(x))                                            # (B, C_i, H/2^(i+2), W/2^(i+2))
         return x
