@@ -324,7 +324,8 @@ def test_block_reparameterize(K):
 
 
 REPARAM_CASES = {"unireplknet_a": None, "unireplknet_n": None,
-                 "t-layout (dims 8..32)": dict(depths=(3, 3, 18, 3)), "s-layout (dims 8..32)": dict(depths=(3, 3, 27, 3))}
+                 "t-layout (dims 8..32)": dict(depths=(3, 3, 18, 3)),
+                 "s-layout (dims 8..32)": dict(depths=(3, 3, 27, 3))}
 
 
 @pytest.mark.equiv
