@@ -325,7 +325,8 @@ def centre_output(feats):
 
 def erf(model, images):
     model.eval()
-    x = images.to(next(model.parameters()).device).requires_grad_(True)
+    # a fresh leaf every time (on the CPU, .to() would return `images` itself and its .grad would accumulate)
+    x = images.detach().clone().to(next(model.parameters()).device).requires_grad_(True)
     centre_output(model.forward_features(x)).backward()
     g = x.grad.abs().sum(1)                                         # (B, H, W)
     g = g / g.flatten(1).sum(1).clamp_min(1e-30).view(-1, 1, 1)     # each image's map sums to 1
