@@ -25,8 +25,8 @@ The block (the paper's LarK Block for K = 13, SmaK Block for K = 3) is
     x + layer_scale * BN(Linear(GRN(GELU(Linear(SE(BN(DilatedReparam(x))))))))
 and the network is a 4-stage pyramid (strides 4, 8, 16, 32) like ConvNeXt.
 
-Section / equation map (section titles of arXiv 2311.15599)
------------------------------------------------------------
+Section / equation map (the paper's parts by topic; Eq. 1 is the paper's numbering)
+-----------------------------------------------------------------------------------
     "Dilated Reparam Block", Eq. 1 (dilated -> dense)    -> dilate_kernel (Eq. 1 literally), dilate_kernel_naive
     "Dilated Reparam Block", branch merge                -> DilatedReparamBlock.merge_dilated_branches,
                                                             fuse_bn, merge_dilated_into_large_kernel
