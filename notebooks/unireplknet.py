@@ -424,4 +424,6 @@ plt.show(); plt.close("all")
 #   No measurable difference, after 80 steps at 32 px where a 13x13 kernel already covers the 4x4 and smaller
 #   maps of stages 2-4: this says nothing about the paper's ImageNet ablation. Training with the branches was
 #   the slowest arm on this CPU (59 s per run vs 14 s without, on a shared machine).
-# * **Effective receptive fields**: see the figure and the printed 50% / 90% areas in section 4.
+# * **Effective receptive fields**: no committed numbers yet. The first run's section-4 outputs were wrong (the
+#   input's gradient accumulated across the four models) and were cleared; the fixed cells have not been
+#   re-executed for the committed outputs. Run the notebook to see them.
