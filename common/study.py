@@ -123,6 +123,20 @@ register(Study(
 ))
 
 
+register(Study(
+    name="unireplknet-fashion", paper="unireplknet", data="fashion-mnist", img_size=32,
+    question="At 32 px on Fashion-MNIST, do the Dilated Reparam Block's branches help UniRepLKNet (same network "
+             "without them; ConvNeXt with the same widths for reference)?",
+    arms={"unireplknet (branches)": {"model": "unireplknet_a", "model_kwargs": {"dims": [16, 32, 64, 128]}},
+          "unireplknet (no branches)": {"model": "unireplknet_a",
+                                        "model_kwargs": {"dims": [16, 32, 64, 128], "branches": False}},
+          "convnext (same dims)": {"model": "convnext_atto", "model_kwargs": {"dims": [16, 32, 64, 128]}}},
+    # A scaled-down budget (80 steps): accuracy is still rising at the end, so this compares early training.
+    recipe=dict(epochs=2, batch_size=64, train_size=2560, val_size=2000, lr=2e-3, warmup_epochs=0.5,
+                weight_decay=0.05, label_smoothing=0.1, augment="basic", data_seed=0),
+))
+
+
 # --------------------------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------------------------
