@@ -17,7 +17,15 @@ pets                torchvision OxfordIIITPet                    ``root/oxford-i
 imagenette          torchvision Imagenette (160/320/full)        ``root/imagenette2-320/{train,val}/<wnid>/``
 tiny-imagenet       its own layout (val_annotations.txt)         ``root/tiny-imagenet-200/...``
 aid, rld            ``ImageFolder``                              ``root/AID/<class>/*.jpg`` (or train/ val/)
+fashion-mnist       Zalando's idx files (real 28x28 photos)      ``root/FashionMNIST/raw/*-ubyte[.gz]``, or
+                    ``apt-get install dataset-fashion-mnist``    ``/usr/share/datasets/fashion-mnist/``
 =================== ============================================ =========================================
+
+``fashion-mnist`` is the real dataset that works offline: 60,000 + 10,000 grey 28x28 product photos in 10
+classes (MIT licence). It is read from the original idx files, whichever of these exists first: ``root/
+FashionMNIST/raw/`` (where ``download=True`` puts them, through torchvision) or Debian's package
+``dataset-fashion-mnist`` (30 MB, no other download). The images reach the model as 3-channel 32x32 (zero
+padding of 2 pixels, the grey channel repeated; another ``img_size`` resizes after padding).
 
 Augmentation recipes (torchvision transforms v2), chosen with ``augment=``:
 
@@ -46,19 +54,26 @@ from common.synthetic import SyntheticLongRange
 
 DEFAULT_DATASET = "nearest-color"
 EMBEDDED = ("pathfinder", "pathfinder-colors", "nearest-color")
-REAL = ("cifar10", "cifar100", "svhn", "pets", "imagenette", "tiny-imagenet", "aid", "rld")
+REAL = ("fashion-mnist", "cifar10", "cifar100", "svhn", "pets", "imagenette", "tiny-imagenet", "aid", "rld")
+# Real datasets held in memory as one tensor (no decoding): data-loader workers would only add overhead.
+IN_MEMORY = ("fashion-mnist",)
 DATASETS = EMBEDDED + REAL
 
 # Native image size and class count of each dataset (img_size=None means the native size).
-NATIVE_SIZE = {"pathfinder": 32, "pathfinder-colors": 32, "nearest-color": 32, "cifar10": 32, "cifar100": 32, "svhn": 32,
+NATIVE_SIZE = {"fashion-mnist": 32, "pathfinder": 32, "pathfinder-colors": 32, "nearest-color": 32, "cifar10": 32, "cifar100": 32, "svhn": 32,
                "pets": 224, "imagenette": 224, "tiny-imagenet": 64, "aid": 299, "rld": 224}
-MEAN_STD = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+MEAN_STD = {"fashion-mnist": ((0.2860,) * 3, (0.3530,) * 3),  # of the 28x28 training images
+            "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
             "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
             "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))}
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 # Where to get each real dataset, and the layout we expect (used in the error messages).
 WHERE = {
+    "fashion-mnist": ("`apt-get install dataset-fashion-mnist` (Debian/Ubuntu: 30 MB, offline mirror of the idx "
+                      "files, installs to /usr/share/datasets/fashion-mnist/), or download=True / --download "
+                      "(torchvision fetches them from Zalando's server)",
+                      "ROOT/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"),
     "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar.html (or pass download=True / --download)",
                 "ROOT/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}"),
     "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar.html (or download=True / --download)",
@@ -219,6 +234,116 @@ def _torchvision_cifar(cls):
     return _C
 
 
+# Fashion-MNIST: the original idx files, read directly ------------------------------------------------------
+FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                 "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FASHION_SYSTEM_DIRS = ["/usr/share/datasets/fashion-mnist"]   # Debian's dataset-fashion-mnist
+_IDX_DTYPES = {0x08: torch.uint8, 0x09: torch.int8, 0x0B: torch.int16, 0x0C: torch.int32,
+               0x0D: torch.float32, 0x0E: torch.float64}
+
+
+def read_idx(path: str) -> torch.Tensor:
+    """Read one idx file (plain or .gz): the format of MNIST and Fashion-MNIST.
+
+    Layout: 2 zero bytes, a dtype code, the number of dimensions n, then n big-endian uint32 sizes, then the
+    data, big-endian, row-major."""
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path!r} is not an idx file (expected 2 zero bytes and a dtype code, "
+                         f"got {raw[:4]!r}); re-download it")
+    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = bytearray(raw[4 + 4 * ndim:])
+    count = 1
+    for n in shape:
+        count *= n
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if len(data) != count * itemsize:
+        raise ValueError(f"{path!r} is truncated or corrupt: header says {shape} ({count * itemsize} bytes), "
+                         f"found {len(data)} bytes; re-download it")
+    t = torch.frombuffer(data, dtype=torch.uint8).view(dtype) if count else torch.empty(0, dtype=dtype)
+    if itemsize > 1:                                   # idx is big-endian; torch uses the machine's order
+        import sys
+
+        if sys.byteorder == "little":
+            t = t.view(torch.uint8).view(-1, itemsize).flip(1).reshape(-1).view(dtype)
+    return t.reshape(shape)
+
+
+def find_fashion_mnist(root: str) -> Optional[str]:
+    """The first folder holding all four Fashion-MNIST idx files (plain or .gz), or None."""
+    for d in [os.path.join(root, "FashionMNIST", "raw")] + FASHION_SYSTEM_DIRS:
+        if all(os.path.exists(os.path.join(d, f)) or os.path.exists(os.path.join(d, f + ".gz"))
+               for pair in FASHION_FILES.values() for f in pair):
+            return d
+    return None
+
+
+class FashionMNIST(Dataset):
+    """Fashion-MNIST from its idx files, held in memory as uint8 (70,000 x 32 x 32: 72 MB).
+
+    Each image is padded from 28x28 to 32x32 with zeros (the background is black) once, at load time; per
+    sample the grey channel is repeated to 3 channels and ``transform`` (a v2 transform on a float tensor in
+    [0, 1]) is applied."""
+
+    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+               "Ankle boot"]
+
+    def __init__(self, folder: str, split: str = "train", transform=None):
+        if split not in FASHION_FILES:
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+
+        def path(f):
+            return os.path.join(folder, f) if os.path.exists(os.path.join(folder, f)) else os.path.join(folder, f + ".gz")
+
+        images, labels = (read_idx(path(f)) for f in FASHION_FILES[split])
+        if images.dim() != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
+            raise ValueError(f"Fashion-MNIST files in {folder!r} have unexpected shapes {tuple(images.shape)} and "
+                             f"{tuple(labels.shape)} (expected (N, 28, 28) and (N,)); re-download them")
+        self.images = torch.nn.functional.pad(images, (2, 2, 2, 2))      # (N, 32, 32) uint8
+        self.targets = labels.long().tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        x = self.images[i].float().div_(255).unsqueeze(0).expand(3, -1, -1)   # (3, 32, 32) in [0, 1]
+        return (self.transform(x) if self.transform else x), self.targets[i]
+
+
+def _fashion_mnist(img_size, root, download, augment):
+    """(train, val, 10) for Fashion-MNIST; crop (padding 4) + flip (+ RandomErasing for "paper") on train."""
+    from torchvision.transforms import v2
+
+    if augment not in {"paper", "basic", "none"}:
+        raise ValueError(f"augment must be 'paper', 'basic' or 'none', got {augment!r}")
+    folder = find_fashion_mnist(root)
+    if folder is None and download:
+        import torchvision.datasets as tvd
+
+        tvd.FashionMNIST(root, train=True, download=True)    # writes ROOT/FashionMNIST/raw/*-ubyte
+        tvd.FashionMNIST(root, train=False, download=True)
+        folder = find_fashion_mnist(root)
+    if folder is None:
+        raise _not_found("fashion-mnist", root, f" nor in {', '.join(FASHION_SYSTEM_DIRS)}")
+    mean, std = MEAN_STD["fashion-mnist"]
+    resize = [v2.Resize(img_size, antialias=True)] if img_size != 32 else []
+    t_val = v2.Compose(resize + [v2.Normalize(mean, std)])
+    ops = list(resize)
+    if augment != "none":
+        # AutoAugment's policies are for colour photos; grey product photos get crop + flip.
+        ops += [v2.RandomCrop(img_size, padding=img_size // 8), v2.RandomHorizontalFlip()]
+    ops.append(v2.Normalize(mean, std))
+    if augment == "paper":
+        ops.append(v2.RandomErasing(p=0.25))
+    return FashionMNIST(folder, "train", v2.Compose(ops)), FashionMNIST(folder, "val", t_val), 10
+
+
 def _split_folder(ds, val_fraction: float, seed: int):
     """Deterministic stratified-ish split of one ImageFolder into train/val index lists."""
     g = torch.Generator().manual_seed(seed)
@@ -245,6 +370,8 @@ class _Transformed(Dataset):
 def _real_datasets(name, img_size, root, download, augment, seed):
     import torchvision.datasets as tvd
 
+    if name == "fashion-mnist":
+        return _fashion_mnist(img_size, root, download, augment)
     t_train = build_transforms(name, img_size, True, augment)
     t_val = build_transforms(name, img_size, False, augment)
     try:
@@ -347,7 +474,7 @@ def build_loaders(name: str = DEFAULT_DATASET, img_size: Optional[int] = None, b
     """Build (train_loader, val_loader, num_classes); kwargs go to ``build_datasets``."""
     tr, va, n_cls = build_datasets(name, img_size=img_size, seed=seed, **kwargs)
     if num_workers is None:  # generated data is already in memory; decoding JPEGs wants workers
-        num_workers = 0 if check_name(name) in EMBEDDED else min(8, os.cpu_count() or 1)
+        num_workers = 0 if check_name(name) in EMBEDDED + IN_MEMORY else min(8, os.cpu_count() or 1)
     g = torch.Generator().manual_seed(seed)
     common = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available(),
                   persistent_workers=num_workers > 0)

@@ -1,0 +1,94 @@
+"""common/study.py: the statistics against independent statements, resume without re-running, the JSON
+schema the notebooks and README read, and the CLI's errors."""
+import json
+import math
+import os
+
+import pytest
+
+import common.study as S
+
+
+def test_t_quantiles_and_paired_interval_against_textbook_values():
+    # Student's t 97.5% quantiles (any table): df=1 12.706, df=2 4.303, df=4 2.776, df=9 2.262.
+    assert [S.t975(d) for d in (1, 2, 4, 9)] == [12.706, 4.303, 2.776, 2.262]
+    a, b = [0.80, 0.82, 0.84], [0.70, 0.74, 0.72]           # differences 0.10, 0.08, 0.12
+    m, lo, hi = S.paired_interval(a, b)
+    sd = math.sqrt(((0.10 - 0.10) ** 2 + (0.08 - 0.10) ** 2 + (0.12 - 0.10) ** 2) / 2)   # 0.02
+    assert m == pytest.approx(0.10) and hi - m == pytest.approx(4.303 * sd / math.sqrt(3))
+    assert lo == pytest.approx(0.10 - 4.303 * 0.02 / math.sqrt(3))
+    with pytest.raises(ValueError, match="at least 2"):
+        S.paired_interval([0.1], [0.2])
+    assert S.mean_std([1.0, 2.0, 3.0, 4.0]) == pytest.approx((2.5, math.sqrt(5 / 3)))
+
+
+def _tiny_study():
+    return S.Study(name="tiny", paper="lkca", data="nearest-color", img_size=32, question="smoke",
+                   arms={"a": {"model": "vit_05m"}, "b": {"model": "vit_05m_lkca"}},
+                   recipe=dict(epochs=1, batch_size=16, train_size=32, val_size=16, max_steps_per_epoch=2,
+                               data_seed=0))
+
+
+def test_run_resume_schema_and_summary(tmp_path):
+    out = str(tmp_path / "tiny.json")
+    logs = []
+    r = S.run_study(_tiny_study(), seeds=(0, 1), out=out, log=logs.append)
+    saved = json.load(open(out))
+    for k in ("study", "paper", "data", "img_size", "recipe", "arms", "machine", "date"):
+        assert k in saved, k
+    for arm in ("a", "b"):
+        rec = saved["arms"][arm]
+        assert rec["seeds"] == [0, 1] and len(rec["final_val_acc"]) == 2 and len(rec["histories"]) == 2
+        assert len(rec["best_val_acc"]) == 2 and len(rec["seconds"]) == 2 and rec["params"] > 0
+        assert all(0 <= v <= 1 for v in rec["final_val_acc"])
+    # Same seed, same arm -> the same run (the seed fixes init, shuffling and augmentation).
+    again = S.run_one(_tiny_study(), "a", 0)
+    assert again["final_val_acc"] == saved["arms"]["a"]["final_val_acc"][0]
+    assert again["history"]["train_loss"] == saved["arms"]["a"]["histories"][0]["train_loss"]
+    # Resume: nothing is re-run; a new seed runs only what is missing.
+    logs.clear()
+    S.run_study(_tiny_study(), seeds=(0, 1), out=out, log=logs.append)
+    assert "0 to run" in logs[0] and len(logs) == 1
+    S.run_study(_tiny_study(), seeds=(0, 1, 2), out=out, log=logs.append)
+    assert json.load(open(out))["arms"]["b"]["seeds"] == [0, 1, 2]
+    table = S.summarize(json.load(open(out)))
+    assert "a - b" in table and "95%" in table
+    # Another recipe in the same file is refused instead of mixing runs.
+    other = _tiny_study()
+    other.recipe["epochs"] = 2
+    with pytest.raises(ValueError, match="another recipe"):
+        S.run_study(other, seeds=(0,), out=out, log=None)
+
+
+def test_registered_studies_are_well_formed():
+    from common.train import all_models
+    from common.data import DATASETS
+
+    models = all_models()
+    assert S.STUDIES
+    for s in S.STUDIES.values():
+        assert s.data in DATASETS and len(s.arms) >= 2 and s.question
+        for arm in s.arms.values():
+            assert arm["model"] in models, arm
+
+
+def test_committed_results_have_three_seeds_and_match_their_study():
+    for f in sorted(os.listdir(S.RESULTS_DIR)) if os.path.isdir(S.RESULTS_DIR) else []:
+        if not f.endswith(".json"):
+            continue
+        r = json.load(open(os.path.join(S.RESULTS_DIR, f)))
+        assert r["study"] in S.STUDIES, f
+        assert r["recipe"] == S.STUDIES[r["study"]].recipe, f"{f}: recipe no longer matches the registered study"
+        for arm, rec in r["arms"].items():
+            assert len(rec["seeds"]) >= 3, f"{f}: {arm} has fewer than 3 seeds"
+            assert len(rec["final_val_acc"]) == len(rec["seeds"]) == len(rec["histories"])
+
+
+def test_cli_errors(capsys):
+    with pytest.raises(SystemExit) as e:
+        S.main(["no-such-study"])
+    assert e.value.code == 2 and "unknown study" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        S.main(["lkca-fashion", "--seeds", "0"])
+    assert e.value.code == 2 and "at least 2 seeds" in capsys.readouterr().err
+    assert S.main(["--list"]) == 0 and "lkca-fashion" in capsys.readouterr().out
