@@ -92,3 +92,26 @@ def test_cli_errors(capsys):
         S.main(["lkca-fashion", "--seeds", "0"])
     assert e.value.code == 2 and "at least 2 seeds" in capsys.readouterr().err
     assert S.main(["--list"]) == 0 and "lkca-fashion" in capsys.readouterr().out
+
+
+def test_load_or_run_smoke_without_the_dataset_uses_embedded_data(tmp_path, monkeypatch):
+    """CI has no Fashion-MNIST: smoke mode still runs the arms (on nearest-color) and then shows the committed
+    results when they are complete, never writing to them."""
+    import common.data as D
+
+    monkeypatch.setattr(D, "FASHION_SYSTEM_DIRS", [str(tmp_path / "none")])
+    study = S.Study(name="tiny-fm", paper="lkca", data="fashion-mnist", img_size=32, question="smoke",
+                    arms={"a": {"model": "vit_05m"}, "b": {"model": "vit_05m_lkca"}},
+                    recipe=dict(epochs=1, batch_size=16, train_size=32, val_size=16, data_seed=0,
+                                root=str(tmp_path / "no-data")))
+    monkeypatch.setitem(S.STUDIES, "tiny-fm", study)
+    logs = []
+    r = S.load_or_run("tiny-fm", seeds=(0, 1, 2), smoke=True, path=str(tmp_path / "tiny-fm.json"), log=logs.append)
+    assert any("nearest-color instead" in line for line in logs)
+    assert r["data"] == "nearest-color" and r["arms"]["a"]["seeds"] == [0, 1]
+    committed = {"study": "tiny-fm", "data": "fashion-mnist", "img_size": 32, "recipe": study.recipe,
+                 "arms": {a: {"seeds": [0, 1, 2]} for a in study.arms}}
+    with open(tmp_path / "tiny-fm.json", "w") as f:
+        json.dump(committed, f)
+    r = S.load_or_run("tiny-fm", seeds=(0, 1, 2), smoke=True, path=str(tmp_path / "tiny-fm.json"), log=logs.append)
+    assert r == committed and json.load(open(tmp_path / "tiny-fm.json")) == committed
