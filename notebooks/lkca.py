@@ -290,6 +290,32 @@ print(f"final val acc: ViT/1M {100 * a:.1f}% vs ViT/1M-LKCA {100 * b:.1f}% ({100
       f"first epoch above 1.5x chance: ViT {first['vit_1m']}, LKCA {first['vit_1m_lkca']}")
 
 # %% [markdown]
+# ## 6. Several seeds on real images: ViT vs ViT-LKCA on Fashion-MNIST
+#
+# Section 4 is one seed on a synthetic task. The paper's claim is about *small real datasets*, so here is a
+# study (`common/study.py`, `python -m common.study lkca-fashion`): three arms, three seeds each, the same
+# 5,000 Fashion-MNIST training images (real 28x28 photos, padded to 32x32), 5 epochs = 390 steps of batch 64,
+# crop + flip, AdamW 1e-3, validation on 2,000 test images. The arms:
+#
+# * `vit_1m (cls token)`: the paper's MHSA baseline as it pools (class token);
+# * `vit_1m (GAP)`: the same ViT pooled by global average, like LKCA-T: **the token mixer is then the only
+#   difference** to the next arm;
+# * `lkca_t (GAP)`: ViT/1M-LKCA.
+#
+# Each pair of arms is compared seed by seed (same seed = same data order and augmentation draws); an interval
+# that contains 0 reads "no measurable difference at this scale". The committed results are loaded if present
+# (`results/lkca-fashion.json`); otherwise the study trains (about 20 minutes on a 2-core CPU).
+
+# %%
+from common import study as S
+
+results = S.load_or_run("lkca-fashion", seeds=(0, 1, 2), smoke=SMOKE)
+print(S.summarize(results))
+fig, ax = plt.subplots(figsize=(6.5, 3.6))
+S.plot_curves(results, "val_acc", ax=ax, title="Fashion-MNIST: val accuracy, mean +- std over 3 seeds")
+plt.tight_layout(); plt.show(); plt.close(fig)
+
+# %% [markdown]
 # ## What to take away
 #
 # * LKCA is attention with a *static, shift-invariant* score matrix: $(2s-1)^2$ parameters per layer instead
@@ -309,3 +335,10 @@ print(f"final val acc: ViT/1M {100 * a:.1f}% vs ViT/1M-LKCA {100 * b:.1f}% ({100
 #   that sudden rise, on one seed: a few more or fewer steps, or another seed, could change it a lot. Whether
 #   LKCA's offset-only mixing is the better inductive bias for this task needs several seeds and budgets
 #   (not run here).
+# * Several seeds on real images (§6, `results/lkca-fashion.json`, 3 seeds per arm, 390 steps on 5,000
+#   Fashion-MNIST images): ViT/1M with a class token 70.58 +- 1.30%, ViT/1M with GAP 69.02 +- 0.62%, LKCA-T
+#   (GAP) 71.28 +- 0.20%. With the pooling matched, **LKCA-T beat the MHSA ViT by 2.27 points, 95% interval
+#   [0.77, 3.76]**, at slightly fewer parameters (1.028M vs 1.060M). Against the class-token ViT the difference
+#   (-0.70, [-3.50, +2.10]) and the pooling's own effect (+1.57, [-2.33, +5.46]) are not measurable with 3
+#   seeds. This is a small budget (the last epoch still added up to 2 points), one dataset, 32 px: a sign in
+#   the direction of the paper's small-data claim, not a reproduction of its tables.
