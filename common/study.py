@@ -22,8 +22,9 @@ The file is rewritten (atomically) after every run, so an interrupted study resu
 arms x seeds already in the file are not run again. Notebooks call ``load_or_run`` ("load the committed JSON
 if it holds every arm and seed, else train") and ``plot_curves`` (mean curve with a band over seeds).
 
-Seeds: the dataset (and, for the embedded tasks, the generated images) is fixed by ``data_seed``; the run
-seed fixes the model's initialisation, the shuffling, the augmentation draws and stochastic depth.
+Seeds: the dataset (and, for the embedded tasks, the generated images) and the shuffle order (the training
+sampler is seeded by ``data_seed``) are the same for every run; the run seed fixes the model's initialisation,
+the augmentation draws, MixUp/CutMix and stochastic depth.
 """
 from __future__ import annotations
 
@@ -188,9 +189,7 @@ def run_one(study: Study, arm: str, seed: int, log: bool = False) -> dict:
                          f"TrainConfig has {sorted(fields)}, the data takes {list(DATA_KEYS)}")
     train_loader, val_loader, num_classes = build_loaders(study.data, img_size=study.img_size,
                                                           batch_size=batch_size, seed=data_seed, **data_kw)
-    if getattr(train_loader, "generator", None) is not None:
-        train_loader.generator.manual_seed(seed)          # the run seed fixes the shuffling
-    seed_everything(seed)                                 # ... and the model's initialisation
+    seed_everything(seed)                                 # the run seed fixes the model's initialisation
     model = build_model(spec["model"], num_classes=num_classes, img_size=study.img_size,
                         **spec.get("model_kwargs", {}))
     params = sum(p.numel() for p in model.parameters())

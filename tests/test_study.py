@@ -41,7 +41,7 @@ def test_run_resume_schema_and_summary(tmp_path):
         assert rec["seeds"] == [0, 1] and len(rec["final_val_acc"]) == 2 and len(rec["histories"]) == 2
         assert len(rec["best_val_acc"]) == 2 and len(rec["seconds"]) == 2 and rec["params"] > 0
         assert all(0 <= v <= 1 for v in rec["final_val_acc"])
-    # Same seed, same arm -> the same run (the seed fixes init, shuffling and augmentation).
+    # Same seed, same arm -> the same run (the seed fixes init and augmentation; data_seed the data and order).
     again = S.run_one(_tiny_study(), "a", 0)
     assert again["final_val_acc"] == saved["arms"]["a"]["final_val_acc"][0]
     assert again["history"]["train_loss"] == saved["arms"]["a"]["histories"][0]["train_loss"]
