@@ -85,8 +85,9 @@ class Study:
 
     ``recipe``: TrainConfig fields (epochs, lr, ...) plus the data fields ``batch_size``, ``train_size``,
     ``val_size``, ``augment``, ``num_classes``, ``difficulty`` and ``data_seed``. Each arm is
-    ``{"model": name, "model_kwargs": {...}, "cfg": {...}}``; an arm's ``cfg`` overrides recipe fields only
-    when that override *is* the question (e.g. HIRI-ViT's distillation alpha)."""
+    ``{"model": name, "model_kwargs": {...}, "cfg": {...}, "img_size": int}``; an arm's ``cfg`` overrides
+    recipe fields, and its ``img_size`` the study's input size (the same images, resized), only when that
+    override *is* the question (e.g. HIRI-ViT's distillation alpha, or its input resolution)."""
 
     name: str
     paper: str
@@ -148,6 +149,90 @@ register(Study(
 ))
 
 
+# iiANET's CPU miniature (the notebook's MINI): one iiABlock per stage, widths 32/64/128/192, the paper's heads
+# 1/2/4/8, no stem max-pool, so at 64 px the stage maps are 29/15/8/4 and stage 1's global MHSA spans 841
+# positions while its 3x3 convolutions see a few pixels.
+IIANET_MINI = dict(widths=[[32], [64], [128], [192]], heads=[1, 2, 4, 8], stem_widths=[16, 32], stem_pool=False,
+                   drop_rate=0.0)
+register(Study(
+    name="iianet-nearest64", paper="iianet", data="nearest-color", img_size=64,
+    question="At 64 px on a long-range relational task (the colour of the disc nearest to the white one, at "
+             "least 16 px away), does iiANET's global MHSA branch help, and do 4 key/value slots? (Table 4 "
+             "(b) vs (c), Table 6, in miniature; the no-MHSA arm gives the MHSA's channels to MBConv)",
+    arms={"full": {"model": "iianet", "model_kwargs": IIANET_MINI},
+          "full + 4 slots": {"model": "iianet", "model_kwargs": {**IIANET_MINI, "num_registers": 4}},
+          "no MHSA (Table 4 b)": {"model": "iianet_b_mbconv_dilated", "model_kwargs": IIANET_MINI}},
+    recipe=dict(epochs=4, batch_size=32, train_size=4800, val_size=1000, lr=2e-3, warmup_epochs=0.5,
+                weight_decay=0.05, label_smoothing=0.0, data_seed=0),
+))
+
+# HIRI-ViT and the four-stage M-ViT scaled down alike (about 0.7-0.8M parameters each).
+HIRI_SMALL = dict(widths=[16, 32, 48, 96, 128], depths=[1, 1, 1, 2, 1], ffn_ratios=[4, 4, 4, 4, 4],
+                  heads=[0, 0, 0, 2, 2])
+MVIT_SMALL = dict(widths=[32, 48, 96, 128], depths=[1, 1, 2, 1], heads=[1, 1, 2, 2], ffn_ratios=[4, 4, 4, 4],
+                  sr_ratios=[4, 2, 1, 1])
+register(Study(
+    name="hiri-resolution", paper="hiri_vit", data="fashion-mnist", img_size=32,
+    question="HIRI-ViT's argument (§1, Table VII): a fifth stage makes a 2x input about as cheap as the "
+             "four-stage model at 1x. Accuracy against MACs of the four-stage M-ViT at 32 px and 64 px and "
+             "five-stage HIRI-ViT at 64 px (the same images resized; Fashion-MNIST is 28 px, so 64 px adds "
+             "pixels to compute on, not detail)",
+    arms={"M-ViT 4-stage @32": {"model": "mvit_s", "model_kwargs": MVIT_SMALL},
+          "M-ViT 4-stage @64": {"model": "mvit_s", "model_kwargs": MVIT_SMALL, "img_size": 64},
+          "HIRI-ViT 5-stage @64": {"model": "hiri_vit_s", "model_kwargs": HIRI_SMALL, "img_size": 64}},
+    recipe=dict(epochs=5, batch_size=64, train_size=12800, val_size=2000, lr=2e-3, warmup_epochs=0.5,
+                weight_decay=0.05, label_smoothing=0.1, augment="basic", data_seed=0),
+))
+
+register(Study(
+    name="hiri-distill", paper="hiri_vit", data="fashion-mnist", img_size=32,
+    question="Does EMA distillation (§4.4, Eq. 5) help? The same CutMix + EMA recipe with ema_distill_alpha 0 "
+             "vs 0.5, nothing else different (ds_strides (2, 1, 2, 1): a 2x2 final map for the mask to mix)",
+    arms={"CutMix + EMA": {"model": "hiri_vit_s", "model_kwargs": {**HIRI_SMALL, "ds_strides": [2, 1, 2, 1]}},
+          "CutMix + EMA distillation": {"model": "hiri_vit_s",
+                                        "model_kwargs": {**HIRI_SMALL, "ds_strides": [2, 1, 2, 1]},
+                                        "cfg": {"ema_distill_alpha": 0.5}}},
+    recipe=dict(epochs=5, batch_size=64, train_size=10000, val_size=2000, lr=2e-3, warmup_epochs=0.5,
+                weight_decay=0.05, label_smoothing=0.1, augment="basic", cutmix=1.0, mixup=0.0, mix_prob=1.0,
+                ema=0.99, ema_distill_alpha=0.0, data_seed=0),
+))
+
+# Token Fusion scaled down alike: ViT width 64 (4 heads), 12 blocks as in the paper, a thin ResNet trunk.
+TF_SMALL = dict(embed_dim=64, num_heads=4, cnn_layers=[1, 1, 1, 1], cnn_width=8, cnn_base=8)
+register(Study(
+    name="token-fusion-grids", paper="token_fusion", data="fashion-mnist", img_size=32,
+    question="The three fusion methods with their Table 1 best heads, and the grid control: at 8x8 patches "
+             "late fusion ends on an 8x8 token grid, early and layer-by-layer on 4x4; with 4x4 patches they "
+             "end on 8x8 too. Does the grid explain the ranking?",
+    arms={"late (p8, 8x8 grid)": {"model": "token_fusion_late", "model_kwargs": {**TF_SMALL, "patch_size": 8}},
+          "early (p8, 4x4 grid)": {"model": "token_fusion_early", "model_kwargs": {**TF_SMALL, "patch_size": 8}},
+          "layer (p8, 4x4 grid)": {"model": "token_fusion_layer", "model_kwargs": {**TF_SMALL, "patch_size": 8}},
+          "early (p4, 8x8 grid)": {"model": "token_fusion_early", "model_kwargs": {**TF_SMALL, "patch_size": 4}},
+          "layer (p4, 8x8 grid)": {"model": "token_fusion_layer", "model_kwargs": {**TF_SMALL, "patch_size": 4}}},
+    recipe=dict(epochs=5, batch_size=64, train_size=6400, val_size=2000, lr=1e-3, warmup_epochs=0.5,
+                weight_decay=0.05, label_smoothing=0.1, augment="basic", data_seed=0),
+))
+
+register(Study(
+    name="token-fusion-heads", paper="token_fusion", data="fashion-mnist", img_size=32,
+    question="The three heads of Fig. 5 / Table 1 (token-wise, channel-wise, mixing) on the layer-by-layer model",
+    arms={f"layer, {h} head": {"model": "token_fusion_layer",
+                               "model_kwargs": {**TF_SMALL, "patch_size": 8, "head": h}}
+          for h in ("token", "channel", "mixing")},
+    recipe=dict(epochs=5, batch_size=64, train_size=6400, val_size=2000, lr=1e-3, warmup_epochs=0.5,
+                weight_decay=0.05, label_smoothing=0.1, augment="basic", data_seed=0),
+))
+
+register(Study(
+    name="lkca-nearest", paper="lkca", data="nearest-color", img_size=32,
+    question="On the long-range task (nearest-color), ViT vs ViT-LKCA at matched size and pooling",
+    arms={"vit_1m (GAP)": {"model": "vit_1m", "model_kwargs": {"pool": "mean"}},
+          "lkca_t (GAP)": {"model": "lkca_t"}},
+    recipe=dict(epochs=10, batch_size=64, train_size=6000, val_size=1000, lr=1e-3, warmup_epochs=1.0,
+                weight_decay=0.05, label_smoothing=0.1, data_seed=0),
+))
+
+
 # --------------------------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------------------------
@@ -178,6 +263,7 @@ def run_one(study: Study, arm: str, seed: int, log: bool = False) -> dict:
     from common.train import TrainConfig, build_model, fit, seed_everything
 
     spec = study.arms[arm]
+    img_size = spec.get("img_size", study.img_size)
     recipe = {**study.recipe, **spec.get("cfg", {})}
     data_kw = {k: recipe.pop(k) for k in list(recipe) if k in DATA_KEYS}
     data_seed = data_kw.pop("data_seed", 0)
@@ -187,28 +273,43 @@ def run_one(study: Study, arm: str, seed: int, log: bool = False) -> dict:
     if unknown:
         raise ValueError(f"study {study.name!r}, arm {arm!r}: unknown recipe fields {sorted(unknown)}; "
                          f"TrainConfig has {sorted(fields)}, the data takes {list(DATA_KEYS)}")
-    train_loader, val_loader, num_classes = build_loaders(study.data, img_size=study.img_size,
+    train_loader, val_loader, num_classes = build_loaders(study.data, img_size=img_size,
                                                           batch_size=batch_size, seed=data_seed, **data_kw)
     seed_everything(seed)                                 # the run seed fixes the model's initialisation
-    model = build_model(spec["model"], num_classes=num_classes, img_size=study.img_size,
+    model = build_model(spec["model"], num_classes=num_classes, img_size=img_size,
                         **spec.get("model_kwargs", {}))
     params = sum(p.numel() for p in model.parameters())
+    macs = _macs(model, img_size)
     cfg = TrainConfig(**{**dict(progress=False, log=log), **recipe, "seed": seed})
     t0 = time.time()
     history = fit(model, train_loader, val_loader, cfg)
     seconds = time.time() - t0
     key = "val_acc_ema" if "val_acc_ema" in history and recipe.get("ema") else "val_acc"
-    return {"params": params, "final_val_acc": history[key][-1], "best_val_acc": max(history[key]),
+    return {"params": params, "macs": macs, "final_val_acc": history[key][-1], "best_val_acc": max(history[key]),
             "history": {k: v for k, v in history.items() if isinstance(v, list)}, "seconds": seconds}
 
 
+def _macs(model, img_size: int) -> int:
+    """Forward MACs per image (common.flops.count_macs), counted on an eval-mode copy so that the count's
+    forward pass cannot touch the BatchNorm statistics of the model about to be trained."""
+    import torch
+
+    from common.flops import count_macs
+
+    with torch.random.fork_rng():              # the count's random input must not move the run's RNG
+        return int(count_macs(copy.deepcopy(model).eval(), img_size)["total"])
+
+
 def _header(study: Study) -> dict:
-    return {"study": study.name, "paper": study.paper, "data": study.data, "img_size": study.img_size,
+    # through JSON and back, so that a registered tuple compares equal to the list a results file holds
+    head = {"study": study.name, "paper": study.paper, "data": study.data, "img_size": study.img_size,
             "question": study.question, "recipe": study.recipe,
             "arms": {a: {"model": s["model"], "model_kwargs": s.get("model_kwargs", {}), "cfg": s.get("cfg", {}),
+                         **({"img_size": s["img_size"]} if "img_size" in s else {}),
                          "params": None, "seeds": [], "final_val_acc": [], "best_val_acc": [],
                          "histories": [], "seconds": []}
                      for a, s in study.arms.items()}}
+    return json.loads(json.dumps(head))
 
 
 def run_study(study: Study, seeds=(0, 1, 2), out: Optional[str] = None, log=print, verbose_runs=False) -> dict:
@@ -218,13 +319,14 @@ def run_study(study: Study, seeds=(0, 1, 2), out: Optional[str] = None, log=prin
     if os.path.exists(out):
         with open(out) as f:
             old = json.load(f)
-        if old.get("recipe") != study.recipe or old.get("data") != study.data or old.get("img_size") != study.img_size:
+        if any(old.get(k) != results[k] for k in ("recipe", "data", "img_size")):
             raise ValueError(f"{out} was made with another recipe/data ({old.get('data')}, {old.get('recipe')}); "
                              f"move it away or pass another out= path to start this study afresh")
         for a, r in old.get("arms", {}).items():
             if a in results["arms"]:
-                if (r.get("model"), r.get("model_kwargs", {}), r.get("cfg", {})) != (
-                        results["arms"][a]["model"], results["arms"][a]["model_kwargs"], results["arms"][a]["cfg"]):
+                new = results["arms"][a]
+                if (r.get("model"), r.get("model_kwargs", {}), r.get("cfg", {}), r.get("img_size")) != (
+                        new["model"], new["model_kwargs"], new["cfg"], new.get("img_size")):
                     raise ValueError(f"{out}: arm {a!r} was run with another model or options; start afresh")
                 results["arms"][a] = r
     todo = [(a, s) for s in seeds for a in study.arms if s not in results["arms"][a]["seeds"]]
@@ -235,7 +337,7 @@ def run_study(study: Study, seeds=(0, 1, 2), out: Optional[str] = None, log=prin
     for i, (arm, seed) in enumerate(todo):
         r = run_one(study, arm, seed, log=verbose_runs)
         rec = results["arms"][arm]
-        rec["params"] = r["params"]
+        rec["params"], rec["macs"] = r["params"], r["macs"]
         rec["seeds"].append(seed)
         for k in ("final_val_acc", "best_val_acc", "seconds"):
             rec[k].append(r[k])
@@ -299,11 +401,12 @@ def summarize(results: dict, metric: str = "final_val_acc") -> str:
     lines = [f"study {results['study']} ({results['data']}, {results['img_size']} px): {metric}, "
              f"mean +- std over seeds", ""]
     width = max([len(a) for a in arms] + [4])
-    lines.append(f"{'arm':{width}s}  {'params':>9s}  seeds  {'mean':>7s}  {'std':>6s}  {'min':>6s}  {'max':>6s}  "
-                 f"time/run")
+    lines.append(f"{'arm':{width}s}  {'params':>9s}  {'MACs/img':>9s}  seeds  {'mean':>7s}  {'std':>6s}  {'min':>6s}  "
+                 f"{'max':>6s}  time/run")
     for a, r in arms.items():
         m, s = mean_std(r[metric])
-        lines.append(f"{a:{width}s}  {r['params'] / 1e6:8.3f}M  {len(r['seeds']):5d}  {100 * m:6.2f}%  "
+        macs = f"{r['macs'] / 1e6:8.2f}M" if r.get("macs") else f"{'-':>9s}"
+        lines.append(f"{a:{width}s}  {r['params'] / 1e6:8.3f}M  {macs}  {len(r['seeds']):5d}  {100 * m:6.2f}%  "
                      f"{100 * s:5.2f}  {100 * min(r[metric]):6.2f}  {100 * max(r[metric]):6.2f}  "
                      f"{mean_std(r['seconds'])[0]:6.0f}s")
     names = list(arms)
