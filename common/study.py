@@ -290,14 +290,14 @@ def run_one(study: Study, arm: str, seed: int, log: bool = False) -> dict:
 
 
 def _macs(model, img_size: int) -> int:
-    """Forward MACs per image (common.flops.count_macs), counted on an eval-mode copy so that the count's
-    forward pass cannot touch the BatchNorm statistics of the model about to be trained."""
+    """Forward MACs per image (common.flops.count_macs: it runs the model in eval mode and restores the mode, so
+    the count's forward pass leaves the BatchNorm statistics of the model about to be trained alone)."""
     import torch
 
     from common.flops import count_macs
 
     with torch.random.fork_rng():              # the count's random input must not move the run's RNG
-        return int(count_macs(copy.deepcopy(model).eval(), img_size)["total"])
+        return int(count_macs(model, img_size)["total"])
 
 
 def _header(study: Study) -> dict:

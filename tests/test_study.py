@@ -60,6 +60,36 @@ def test_run_resume_schema_and_summary(tmp_path):
         S.run_study(other, seeds=(0,), out=out, log=None)
 
 
+def test_arm_input_size_and_macs_and_that_counting_leaves_the_run_alone(tmp_path, monkeypatch):
+    """An arm's img_size resizes its data and sizes its model; MACs per image are recorded, equal to an
+    independent count; counting them (a forward pass) must not change the run (count_macs runs in eval mode,
+    so the BatchNorm statistics of the model about to be trained stay untouched)."""
+    from common.flops import count_macs
+    from common.train import build_model
+
+    kw = {**S.HIRI_SMALL, "ds_strides": (2, 1, 2, 1)}         # a tuple: results files hold lists
+    study = S.Study(name="tiny-res", paper="hiri_vit", data="nearest-color", img_size=32, question="smoke",
+                    arms={"32": {"model": "hiri_vit_s", "model_kwargs": kw},
+                          "64": {"model": "hiri_vit_s", "model_kwargs": kw, "img_size": 64}},
+                    recipe=dict(epochs=1, batch_size=8, train_size=16, val_size=8, max_steps_per_epoch=2,
+                                data_seed=0))
+    out = str(tmp_path / "tiny-res.json")
+    S.run_study(study, seeds=(0,), out=out, log=None)
+    saved = json.load(open(out))
+    assert saved["arms"]["64"]["img_size"] == 64 and "img_size" not in saved["arms"]["32"]
+    assert saved["arms"]["64"]["histories"][0]["val_acc"] and saved["arms"]["32"]["macs"] > 0
+    for arm, size in (("32", 32), ("64", 64)):
+        model = build_model("hiri_vit_s", num_classes=4, img_size=size, **kw)
+        assert saved["arms"][arm]["macs"] == int(count_macs(model.eval(), size)["total"])
+    S.run_study(study, seeds=(0, 1), out=out, log=None)         # resumes: tuples vs lists compare equal
+    assert json.load(open(out))["arms"]["64"]["seeds"] == [0, 1]
+    with_count = S.run_one(study, "32", 0)
+    monkeypatch.setattr(S, "_macs", lambda model, img_size: 0)
+    without = S.run_one(study, "32", 0)
+    assert with_count["history"]["val_loss"] == without["history"]["val_loss"]
+    assert with_count["history"]["train_loss"] == without["history"]["train_loss"]
+
+
 def test_registered_studies_are_well_formed():
     from common.train import all_models
     from common.data import DATASETS
@@ -78,7 +108,12 @@ def test_committed_results_have_three_seeds_and_match_their_study():
             continue
         r = json.load(open(os.path.join(S.RESULTS_DIR, f)))
         assert r["study"] in S.STUDIES, f
-        assert r["recipe"] == S.STUDIES[r["study"]].recipe, f"{f}: recipe no longer matches the registered study"
+        head = S._header(S.STUDIES[r["study"]])
+        assert r["recipe"] == head["recipe"], f"{f}: recipe no longer matches the registered study"
+        assert set(r["arms"]) == set(head["arms"]), f"{f}: arms differ from the registered study"
+        for arm, rec in r["arms"].items():
+            for k in ("model", "model_kwargs", "cfg", "img_size"):
+                assert rec.get(k) == head["arms"][arm].get(k), f"{f}: {arm}: {k} differs from the registered study"
         for arm, rec in r["arms"].items():
             assert len(rec["seeds"]) >= 3, f"{f}: {arm} has fewer than 3 seeds"
             assert len(rec["final_val_acc"]) == len(rec["seeds"]) == len(rec["histories"])
