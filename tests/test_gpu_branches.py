@@ -16,6 +16,8 @@ because the tensors are expanded from one element): the notebook's pretrained br
 """
 import importlib
 import os
+import re
+import subprocess
 import sys
 import time
 
@@ -100,7 +102,8 @@ def test_gpu_branch_runs_on_cpu(name, gpu_env, monkeypatch, tmp_path):
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as e:
-        pytest.fail(f"notebooks/{name}.ipynb crashed on its GPU branch (HVP_GPU_PATH_ON_CPU=1):\n{str(e)[-4000:]}")
+        msg = re.sub(r"\x1b\[[0-9;]*m", "", str(e))            # no terminal colours in the report
+        pytest.fail(f"notebooks/{name}.ipynb crashed on its GPU branch (HVP_GPU_PATH_ON_CPU=1):\n{msg[-4000:]}")
     finally:
         nbformat.write(nb, str(tmp_path / f"{name}.ipynb"))   # the executed copy, to look at after a failure
     cells = _cell_texts(nb)
@@ -140,3 +143,30 @@ def test_switches(monkeypatch, tmp_path):
     finally:
         monkeypatch.undo()
         importlib.reload(S)
+
+
+def test_sitecustomize_guards(gpu_env):
+    """The kernel's sitecustomize: CIFAR fixture files load without their md5 sums only under the fixture root
+    (a copy elsewhere is still refused, as in production), and a download attempt fails at once."""
+    outside = os.path.join(os.path.dirname(gpu_env["data"]), "elsewhere")
+    import shutil
+    shutil.copytree(os.path.join(gpu_env["data"], "cifar-10-batches-py"), os.path.join(outside, "cifar-10-batches-py"),
+                    dirs_exist_ok=True)
+    code = f"""
+import torchvision.datasets as tvd, urllib.request
+print("fixture", len(tvd.CIFAR10({gpu_env["data"]!r}, train=True)))
+try:
+    tvd.CIFAR10({outside!r}, train=True)
+except RuntimeError as e:
+    print("elsewhere refused:", e)
+try:
+    urllib.request.urlopen("https://download.pytorch.org/models/resnet101-cd907fc2.pth", timeout=5)
+except OSError as e:
+    print("network refused:", e)
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([gpu_env["site"], ROOT]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "fixture 40" in out.stdout, out.stdout
+    assert "elsewhere refused: Dataset not found or corrupted" in out.stdout, out.stdout
+    assert "network refused:" in out.stdout and "no network in this test" in out.stdout, out.stdout
