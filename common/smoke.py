@@ -11,7 +11,9 @@ only the sizes and steps that smoke mode shrinks. tests/test_gpu_branches.py run
 mode, on small files in the datasets' real on-disk formats (tests/fixtures.py), so that the first run on a
 rented GPU does not crash on code nobody executed. Under it nothing is downloaded (``ALLOW_DOWNLOAD``): a
 missing dataset is an error naming the layout expected. CUDA-only calls (autocast, ``torch.cuda.synchronize``)
-stay guarded by the real device type, so the rehearsal never calls a CUDA API.
+stay guarded by the real device type, so the rehearsal never calls a CUDA API. On a CUDA machine the same
+variable runs the GPU recipe on the GPU, downloads off, even in smoke mode: `HVP_GPU_PATH_ON_CPU=1 pytest
+tests/test_gpu_branches.py` there is the quick check that the CUDA-only parts work too.
 
 `HVP_DATA_ROOT` is where the notebooks look for real datasets (default: the repository's ``data/`` folder,
 whatever the working directory).

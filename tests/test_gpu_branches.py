@@ -13,6 +13,10 @@ fixture files without torchvision's md5 check (only under the fixture root) and 
 connection, so a download attempt fails loudly. Token Fusion's ImageNet-pretrained ResNet-101 is taken from a
 fixture file in a temporary torch hub cache (ResNet-101's real keys and shapes, constant values, 190 KB on disk
 because the tensors are expanded from one element): the notebook's pretrained branch runs without a download.
+
+On a CPU this cannot catch what only CUDA does (autocast, tensors left on the GPU). On a CUDA machine the same
+test runs the branches on the GPU, against the same fixtures (``HVP_GPU_PATH_ON_CPU=1`` then means "GPU recipe,
+no downloads, even in smoke mode"): that is the device check to run when a GPU is available.
 """
 import importlib
 import os
