@@ -62,7 +62,7 @@ for p in ("..", "."):
         sys.path.insert(0, os.path.abspath(p))
 import torch
 import matplotlib.pyplot as plt
-from common.smoke import SMOKE
+from common.smoke import SMOKE, GPU_PATH, DATA_ROOT
 from common.flops import count_params, count_macs
 from papers import hiri_vit as H
 
@@ -289,19 +289,22 @@ del m, fused, maps
 # `ema_distill_alpha`: 0 (the plain CutMix label) or 0.5 (EMA distillation, Eq. 5). The cell prints the fields
 # that differ, to show it. One seed per run: whatever the two runs show is an anecdote, not an effect size.
 # On a GPU with Imagenette present in `data/` the same cell trains the real HIRI-ViT-S at 320 px instead (see
-# the README for the recipe); it never downloads.
+# the README for the recipe); it never downloads. `HVP_GPU_PATH_ON_CPU=1` takes that branch on a CPU too (the tests
+# do, in smoke mode, on tiny files in Imagenette's format), and `HVP_DATA_ROOT` says where the data is (default `data/`).
 
 # %%
 from common.data import build_loaders
 from common import train as T
 
-imagenette = os.path.isdir(os.path.join("..", "data", "imagenette2-320")) or os.path.isdir(os.path.join("data", "imagenette2-320"))
-if device.type == "cuda" and imagenette and not SMOKE:
-    root = "../data" if os.path.isdir("../data/imagenette2-320") else "data"
-    data, img, epochs, bs = "imagenette", 320, 40, 64
+imagenette = os.path.isdir(os.path.join(DATA_ROOT, "imagenette2-320"))
+if GPU_PATH and imagenette:   # CUDA (or HVP_GPU_PATH_ON_CPU=1: the same branch on the CPU; smoke mode shrinks it)
+    data, img, epochs, bs = "imagenette", 320, 1 if SMOKE else 40, 4 if SMOKE else 64
     make = lambda nc: H.hiri_vit_s(num_classes=nc, img_size=img, drop_path_rate=0.1)
-    kw = dict(root=root)
+    kw = dict(root=DATA_ROOT, val_size=8 if SMOKE else None)
+    print(f"data: {data} (GPU recipe) from {DATA_ROOT}, device {device}")
 else:
+    if GPU_PATH:
+        print(f"no Imagenette in {os.path.join(DATA_ROOT, 'imagenette2-320')}: the embedded task instead")
     data, img, bs = "nearest-color", 32, 64
     epochs = 1 if SMOKE else 7
     small = dict(widths=(16, 32, 48, 96, 128), depths=(1, 1, 1, 2, 1), ffn_ratios=(4, 4, 4, 4, 4), heads=(0, 0, 0, 2, 2))
@@ -350,7 +353,7 @@ plt.tight_layout(); plt.show(); plt.close(fig)
 # %%
 from common import distill
 x, y = next(iter(train_loader))
-teacher = model.eval()            # the last trained model stands in for an EMA teacher here
+teacher = model.cpu().eval()      # the last trained model (on the CPU, like x) stands in for an EMA teacher
 d = distill.EMADistiller(alpha=0.5)
 torch.manual_seed(3)
 with torch.no_grad():

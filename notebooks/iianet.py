@@ -83,7 +83,7 @@ import torch
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
 
-from common.smoke import SMOKE
+from common.smoke import SMOKE, GPU_PATH, ALLOW_DOWNLOAD, DATA_ROOT
 from common.flops import count_params, count_macs
 from common.data import build_loaders
 from common.train import TrainConfig, fit, seed_everything
@@ -228,7 +228,9 @@ print(f"slots     : |grad slot_k| = {att.slot_k.grad.abs().sum():.3f}, |grad slo
 #
 # * **GPU** (if CUDA is available and Oxford-IIIT Pet is on disk or downloadable): full width at 160 px
 #   (stage 1 is 38x38, global attention over 1,444 positions), 30 epochs, the paper's AdamW (lr 1e-4, batch 16
-#   in the paper; we use 64 and lr 3e-4).
+#   in the paper; we use 64 and lr 3e-4). `HVP_GPU_PATH_ON_CPU=1` takes this branch on a CPU too (the tests do,
+#   in smoke mode, on tiny files in the dataset's format, never downloading); `HVP_DATA_ROOT` says where the
+#   datasets are (default `data/`).
 # * **CPU** (what the committed outputs show): a *miniature* iiANET (one iiABlock per stage, widths
 #   32/64/128/192, heads 1/2/4/8, 0.29M parameters) on the embedded relational task `nearest-color` (a white
 #   disc and four coloured discs; the label is the colour of the disc *nearest* to the white one, which is
@@ -245,20 +247,25 @@ CPU_TRAIN, CPU_EPOCHS, CPU_BATCH = 4000, 6, 32   # 125 steps per epoch, 750 per 
 # The CPU budget goes into optimizer steps rather than width (a choice, not a measured trade-off).
 MINI = dict(img_size=32, widths=((32,), (64,), (128,), (192,)), heads=(1, 2, 4, 8), stem_widths=(16, 32),
             stem_pool=False, drop_rate=0.0)
-PETS_ROOT = os.path.join("..", "data") if os.path.isdir(os.path.join("..", "common")) else "data"
-if SMOKE:
+if GPU_PATH:   # GPU recipe: Oxford-IIIT Pet at 160 px, full width (downloads if missing); HVP_GPU_PATH_ON_CPU=1
+    # takes it on the CPU too, and smoke mode shrinks it (64 images, batch 8, 2 steps)
+    DATA = dict(name="pets", img_size=160, batch_size=8 if SMOKE else 64, root=DATA_ROOT, download=ALLOW_DOWNLOAD,
+                smoke=SMOKE)
+    MODEL_KW = dict(img_size=160, drop_rate=0.4)
+    CFG = dict(epochs=30, lr=3e-4, warmup_epochs=2, weight_decay=0.05)
+    if SMOKE:
+        CFG.update(epochs=1, warmup_epochs=0.0, max_steps_per_epoch=2)
+elif SMOKE:
     DATA = dict(name="nearest-color", img_size=32, batch_size=16, smoke=True)
     MODEL_KW = MINI
     CFG = dict(epochs=1, lr=2e-3, warmup_epochs=0.0, max_steps_per_epoch=2)
-elif torch.cuda.is_available():   # GPU recipe: Oxford-IIIT Pet at 160 px, full width (downloads if missing)
-    DATA = dict(name="pets", img_size=160, batch_size=64, root=PETS_ROOT, download=True)
-    MODEL_KW = dict(img_size=160, drop_rate=0.4)
-    CFG = dict(epochs=30, lr=3e-4, warmup_epochs=2, weight_decay=0.05)
 else:                             # CPU: the embedded long-range task, no download
     DATA = dict(name="nearest-color", img_size=32, batch_size=CPU_BATCH, train_size=CPU_TRAIN, val_size=500)
     MODEL_KW = MINI
     CFG = dict(epochs=CPU_EPOCHS, lr=2e-3, warmup_epochs=0.5)
 train_loader, val_loader, num_classes = build_loaders(**DATA)
+if GPU_PATH:
+    print(f"data: {DATA['name']} (GPU recipe) from {DATA['root']}, device {DEVICE}")
 print("data:", DATA, "| classes:", num_classes, "| train batches:", len(train_loader))
 
 VARIANTS = {"full": ("iianet", {}), "full + 4 slots": ("iianet", {"num_registers": 4}),

@@ -52,7 +52,7 @@ for p in ("..", "."):                                   # run from notebooks/ or
         sys.path.insert(0, os.path.abspath(p))
 import torch
 import matplotlib.pyplot as plt
-from common.smoke import SMOKE
+from common.smoke import SMOKE, GPU_PATH, GPU_PATH_ON_CPU, ALLOW_DOWNLOAD, DATA_ROOT
 from common.flops import count_params, count_macs
 from common.data import build_loaders
 from common.train import TrainConfig, fit, seed_everything
@@ -195,6 +195,8 @@ if not SMOKE:
 # (AdamW 1e-3, warm-up + cosine, label smoothing 0.1; the shared `common.train.fit` loop).
 #
 # * **GPU**: CIFAR-10 at 32 px (the paper's setting, scaled down to 30 epochs), from `data/` or downloaded.
+#   `HVP_GPU_PATH_ON_CPU=1` takes this branch on a CPU too (the tests do, in smoke mode, on tiny files in
+#   CIFAR-10's format, never downloading), and `HVP_DATA_ROOT` says where the datasets are (default `data/`).
 # * **CPU** (what produced the outputs committed here, on a 2-core machine): the embedded long-range
 #   `nearest-color` task (which of 4 coloured discs is nearest to the white disc? The nearest one is always at
 #   least a quarter of the image away; see `common/synthetic.py`), 8 epochs of 5,000 images each (625 steps of batch 64). Examples below.
@@ -206,15 +208,20 @@ if not SMOKE:
 
 # %%
 CPU_EPOCHS, CPU_TRAIN = 8, 5000          # the CPU run: 8 epochs on 5000 generated images, per model
-if SMOKE:
+if GPU_PATH:   # CUDA (or HVP_GPU_PATH_ON_CPU=1: the same branch on the CPU; smoke mode shrinks it)
+    data, cfg_kw = "cifar10", dict(epochs=1, max_steps_per_epoch=2) if SMOKE else dict(epochs=30, warmup_epochs=3)
+    load_kw = dict(root=DATA_ROOT, download=ALLOW_DOWNLOAD, augment="paper", smoke=SMOKE)
+elif SMOKE:
     data, cfg_kw, load_kw = "nearest-color", dict(epochs=1, max_steps_per_epoch=2), dict(smoke=True)
-elif DEVICE == "cuda":
-    data, cfg_kw, load_kw = "cifar10", dict(epochs=30, warmup_epochs=3), dict(download=True, augment="paper")
 else:
     data, cfg_kw, load_kw = "nearest-color", dict(epochs=CPU_EPOCHS, warmup_epochs=1), dict(train_size=CPU_TRAIN, val_size=1000)
 try:
-    train_loader, val_loader, n_cls = build_loaders(data, img_size=32, batch_size=128 if DEVICE == "cuda" else 64, **load_kw)
+    train_loader, val_loader, n_cls = build_loaders(data, img_size=32, batch_size=128 if GPU_PATH else 64, **load_kw)
+    if GPU_PATH:
+        print(f"data: {data} (GPU recipe) from {DATA_ROOT}, device {DEVICE}")
 except Exception as e:                                   # e.g. no internet on the GPU box: fall back, say so
+    if GPU_PATH_ON_CPU:                                  # the rehearsal must run the GPU recipe, not the fallback
+        raise
     print(f"could not load {data} ({type(e).__name__}: {str(e).splitlines()[0]}); using the embedded data")
     data, load_kw = "nearest-color", dict(train_size=CPU_TRAIN, val_size=1000)
     train_loader, val_loader, n_cls = build_loaders(data, img_size=32, batch_size=64, **load_kw)

@@ -67,7 +67,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyBboxPatch
 
-from common.smoke import SMOKE
+from common.smoke import SMOKE, GPU_PATH, GPU_PATH_ON_CPU, ALLOW_DOWNLOAD, DATA_ROOT
 from common.flops import count_params, count_macs
 from common.data import build_loaders
 from common.train import TrainConfig, fit
@@ -333,6 +333,9 @@ print(f"at initialisation, this file: logits spread across the 8 images {y.std(0
 # * **GPU** (`torch.cuda.is_available()`): Imagenette (10 ImageNet classes) at 160 x 160 if it is in `data/` or
 #   can be downloaded, ViT width 384 (6 heads), a full ResNet-101, **ImageNet-pretrained if the weights can be
 #   downloaded** (else from scratch), 10 epochs. This path could not be run for the committed outputs (no GPU).
+#   `HVP_GPU_PATH_ON_CPU=1` takes it on a CPU too (the tests do, in smoke mode, on tiny files in Imagenette's
+#   format), downloading nothing (the pretrained weights only if already in the torch hub cache); `HVP_DATA_ROOT`
+#   says where the datasets are (default `data/`).
 # * **CPU** (the committed outputs): the embedded `nearest-color` task (a white disc and four coloured discs; the
 #   label is the colour of the disc nearest to the white one, which is always at least a quarter of the image away:
 #   a relation between far-apart objects; 4 classes, generated, no download) at 32 x 32, 8 x 8 patches, ViT width 64
@@ -348,25 +351,37 @@ print(f"at initialisation, this file: logits spread across the 8 images {y.std(0
 # The three methods get the same data, schedule and seed; each uses its default (Table 1 best) head.
 
 # %%
-IMAGENETTE_ROOT = "data"
 gpu_real = False
-if DEVICE == "cuda" and not SMOKE:
+if GPU_PATH:   # CUDA (or HVP_GPU_PATH_ON_CPU=1: the same branch on the CPU; smoke mode shrinks it)
     try:
-        train_loader, val_loader, num_classes = build_loaders("imagenette", img_size=160, batch_size=64,
-                                                              root=IMAGENETTE_ROOT, download=True)
+        train_loader, val_loader, num_classes = build_loaders("imagenette", img_size=160, batch_size=4 if SMOKE else 64,
+                                                              root=DATA_ROOT, download=ALLOW_DOWNLOAD, smoke=SMOKE,
+                                                              val_size=8 if SMOKE else None)
         gpu_real = True
     except Exception as e:  # not present and not downloadable: fall back to the embedded task
+        if GPU_PATH_ON_CPU:  # the rehearsal must run the GPU recipe, not the fallback
+            raise
         print("Imagenette unavailable, using the embedded dataset:", e)
 
 if gpu_real:
+    print(f"data: imagenette (GPU recipe) from {DATA_ROOT}, device {DEVICE}")
     CFG = dict(img_size=160, patch_size=16, embed_dim=384, num_heads=6)
-    try:  # ImageNet-pretrained ResNet-101 when online (the paper's setting)
-        tf.token_fusion_layer(num_classes=10, pretrained_cnn=True, **CFG)
-        CFG["pretrained_cnn"] = True
-    except Exception as e:
-        print("pretrained ResNet-101 weights unavailable, training from scratch:", e)
-    TRAIN = TrainConfig(epochs=10, lr=2e-4, warmup_epochs=1, progress=not SMOKE)
-    DATA = "imagenette 160px"
+    import torchvision
+    weights_file = os.path.join(torch.hub.get_dir(), "checkpoints",
+                                os.path.basename(torchvision.models.ResNet101_Weights.IMAGENET1K_V2.url))
+    if ALLOW_DOWNLOAD or os.path.isfile(weights_file):
+        try:  # ImageNet-pretrained ResNet-101 when online (the paper's setting)
+            tf.token_fusion_layer(num_classes=10, pretrained_cnn=True, **CFG)
+            CFG["pretrained_cnn"] = True
+            print("ResNet-101: ImageNet-pretrained weights from", weights_file)
+        except Exception as e:
+            print("pretrained ResNet-101 weights unavailable, training from scratch:", e)
+    else:
+        print(f"HVP_GPU_PATH_ON_CPU=1: NOT downloading the pretrained ResNet-101 ({weights_file} is not there); "
+              "training it from scratch")
+    TRAIN = TrainConfig(epochs=1 if SMOKE else 10, lr=2e-4, warmup_epochs=0.0 if SMOKE else 1, progress=not SMOKE,
+                        max_steps_per_epoch=2 if SMOKE else None, device=DEVICE)
+    DATA = "imagenette 160px" + (" (smoke)" if SMOKE else "")
 else:
     CFG = dict(SMALL, embed_dim=32 if SMOKE else 64, num_heads=2 if SMOKE else 4)
     train_loader, val_loader, num_classes = build_loaders(

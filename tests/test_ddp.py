@@ -21,6 +21,10 @@ if ROOT not in sys.path:
 from common import train as T  # noqa: E402
 from common.data import build_loaders  # noqa: E402
 
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixtures import skip_cifar_md5, write_cifar10  # noqa: E402  (tests/fixtures.py)
+
 
 class TinyNet(nn.Module):
     """No BatchNorm, no dropout: the only difference between the layouts is the order of the reductions."""
@@ -141,41 +145,6 @@ def _compare_checkpoints(a_path, b_path):
     assert {k: v for k, v in a["history"].items() if k not in timing} == \
            {k: v for k, v in b["history"].items() if k not in timing}
     return a["history"]
-
-
-def write_cifar10(root, per_batch=8):
-    """Small files in CIFAR-10's real on-disk format (python pickles), as tests/test_data.py writes them."""
-    import pickle
-
-    import numpy as np
-
-    base = os.path.join(root, "cifar-10-batches-py")
-    os.makedirs(base)
-    rng = np.random.default_rng(0)
-    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        with open(os.path.join(base, f), "wb") as fh:
-            pickle.dump({"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                         "labels": rng.integers(0, 10, per_batch).tolist()}, fh)
-    with open(os.path.join(base, "batches.meta"), "wb") as fh:
-        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, fh)
-
-
-def skip_cifar_md5():
-    """torchvision checks CIFAR's md5 sums; our generated files only need to exist."""
-    import torchvision.datasets as tvd
-
-    def files_exist(self):
-        base = os.path.join(self.root, self.base_folder)
-        return all(os.path.isfile(os.path.join(base, f)) for f, _ in self.train_list + self.test_list)
-
-    def load_meta(self):
-        import pickle
-
-        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
-            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
-    tvd.CIFAR10._check_integrity, tvd.CIFAR10._load_meta = files_exist, load_meta
 
 
 @pytest.mark.slow
