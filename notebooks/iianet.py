@@ -477,7 +477,42 @@ for ax, label in zip(axes, labels):
 plt.suptitle("log10 |d stage-1 centre / d input|", fontsize=9); plt.tight_layout(); plt.show(); plt.close(fig)
 
 # %% [markdown]
-# ## 5. What this run shows, and what it cannot
+# ## 5. Several seeds at 64 px, where stage-1 attention sees further than the convolutions
+#
+# Section 3 is one seed per model at 32 px, where the convolutions see the whole image by stage 3. The study
+# `iianet-nearest64` (`common/study.py`; `results/iianet-nearest64.json` is loaded if present, else trained)
+# moves the same miniature to **64 px without the stem max-pool: stage maps 29/15/8/4**, so stage 1's global
+# MHSA spans 841 positions while its 3x3 convolutions see a few pixels, on `nearest-color` at 64 px (the
+# nearest disc is at least 16 px from the white one). Three arms, the same 4,800 images and 600 steps (4 epochs
+# of batch 32), 3 seeds each, each arm's parameter count beside its accuracy: full, full + 4 key/value slots,
+# and no MHSA (Table 4 b: the MHSA's channels go to MBConv). Besides the final accuracy (1,000 validation
+# images), the cell compares the arms after the first epoch (150 steps), where a faster start would show.
+
+# %%
+from common import study as S
+
+res = S.load_or_run("iianet-nearest64", seeds=(0, 1, 2), smoke=SMOKE)
+print(S.summarize(res))
+print("\nafter epoch 1 (150 steps): val accuracy, mean +- std, then paired differences (95% t-interval)")
+first = {arm: [h["val_acc"][0] for h in r["histories"]] for arm, r in res["arms"].items() if r["seeds"]}
+for arm, v in first.items():
+    m, s = S.mean_std(v)
+    print(f"  {arm:22s} {100 * m:6.2f} +- {100 * s:5.2f}%   per seed " + " ".join(f"{100 * x:.1f}" for x in v))
+names = list(first)
+for i in range(len(names)):
+    for j in range(i + 1, len(names)):
+        if len(first[names[i]]) >= 2 and len(first[names[i]]) == len(first[names[j]]):
+            m, lo, hi = S.paired_interval(first[names[i]], first[names[j]])
+            print(f"  {names[i]} - {names[j]}: {100 * m:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
+fig, ax = plt.subplots(figsize=(6.5, 3.6))
+S.plot_curves(res, "val_acc", ax=ax, title="nearest-color 64 px: val accuracy (mean +- std over seeds)")
+plt.tight_layout(); plt.show(); plt.close(fig)
+
+# %% [markdown]
+# RESULTS-IIANET
+
+# %% [markdown]
+# ## 6. What this run shows, and what it cannot
 #
 # * **Checked against the paper:** the architecture (three parallel branches in 1:6:1, global 2-D MHSA with
 #   BoTNet positions in every stage, a channel attention after each stage, 1x1/2 downsampling); 25,311,714

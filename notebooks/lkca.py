@@ -323,6 +323,27 @@ S.plot_curves(results, "val_acc", ax=ax, title="Fashion-MNIST: val accuracy, mea
 plt.tight_layout(); plt.show(); plt.close(fig)
 
 # %% [markdown]
+# ## 7. Several seeds on the long-range task
+#
+# Section 4's single run on `nearest-color` was stopped right after LKCA-T's sudden rise. The study
+# `lkca-nearest` trains ViT/1M (GAP) and LKCA-T (GAP), pooling matched, 3 seeds each, on the same 6,000
+# generated images for 10 epochs = 940 steps of batch 64 (the default job's budget), validation on 1,000 images
+# (`results/lkca-nearest.json` is loaded if present, else trained).
+
+# %%
+near = S.load_or_run("lkca-nearest", seeds=(0, 1, 2), smoke=SMOKE)
+print(S.summarize(near))
+for arm, r in near["arms"].items():
+    print(f"{arm:14s} val acc per epoch, mean over seeds (%): "
+          + " ".join(f"{100 * m:.1f}" for m in S.curves(near, arm)[1]))
+fig, ax = plt.subplots(figsize=(6.5, 3.6))
+S.plot_curves(near, "val_acc", ax=ax, title="nearest-color: val accuracy, mean +- std over 3 seeds")
+plt.tight_layout(); plt.show(); plt.close(fig)
+
+# %% [markdown]
+# RESULTS-LKCA
+
+# %% [markdown]
 # ## What to take away
 #
 # * LKCA is attention with a *static, shift-invariant* score matrix: $(2s-1)^2$ parameters per layer instead
