@@ -32,8 +32,10 @@ def write_cifar10(root, per_batch=8):
                                      "dog", "frog", "horse", "ship", "truck"]}, fh)
 
 
-def skip_cifar_md5():
-    """torchvision checks CIFAR's md5 sums; our generated files only need to exist (patches this process)."""
+def skip_cifar_md5(patch=setattr):
+    """torchvision checks CIFAR's md5 sums; our generated files only need to exist. Patches CIFAR-10 (and so
+    CIFAR-100) in this process with ``patch(cls, name, value)``: plain ``setattr`` (a worker process), or a pytest
+    ``monkeypatch.setattr`` (undone after the test)."""
     import torchvision.datasets as tvd
 
     def files_exist(self):
@@ -45,7 +47,8 @@ def skip_cifar_md5():
             self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
-    tvd.CIFAR10._check_integrity, tvd.CIFAR10._load_meta = files_exist, load_meta
+    patch(tvd.CIFAR10, "_check_integrity", files_exist)     # CIFAR100 subclasses CIFAR10: patched too
+    patch(tvd.CIFAR10, "_load_meta", load_meta)
 
 
 # JPEGs ----------------------------------------------------------------------------------------------------

@@ -11,6 +11,10 @@ from PIL import Image
 from common import data
 from common.synthetic import SyntheticLongRange, render
 
+import sys  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixtures import skip_cifar_md5  # noqa: E402  (tests/fixtures.py)
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Embedded dataset
@@ -165,20 +169,7 @@ def _write_cifar(root, n_classes=10, per_batch=6):
 def cifar_without_md5(monkeypatch):
     """torchvision checks the md5 of CIFAR's files; the small files generated here only need to exist. (This
     bypass lives in the tests: common/data.py uses torchvision's classes unchanged.)"""
-    import torchvision.datasets as tvd
-
-    def files_exist(self):
-        base = os.path.join(self.root, self.base_folder)
-        return all(os.path.isfile(os.path.join(base, f)) for f, _ in self.train_list + self.test_list)
-
-    def load_meta(self):
-        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
-            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
-    for cls in (tvd.CIFAR10, tvd.CIFAR100):
-        monkeypatch.setattr(cls, "_check_integrity", files_exist)
-        monkeypatch.setattr(cls, "_load_meta", load_meta)
+    skip_cifar_md5(monkeypatch.setattr)
 
 
 @pytest.mark.parametrize("name,n_classes", [("cifar10", 10), ("cifar100", 100)])
