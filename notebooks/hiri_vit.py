@@ -446,7 +446,7 @@ plt.tight_layout(); plt.show(); plt.close(fig)
 #   distillation vs **77.57 +- 0.43%** without: plain - distilled **+1.62 [+0.39, +2.84]**, so at this budget
 #   distillation *cost* accuracy; the student weights show the same direction without a measurable difference
 #   (76.17 vs 77.42%, distilled - plain -1.25 [-2.86, +0.36]). A likely reason, not tested: in 785 steps the EMA
-#   teacher is itself only at 70-77%, so half of every target comes from a weak teacher, while the paper distils for
+#   teacher is itself only at 68-77% (its validation accuracy per epoch), so half of every target comes from a weak teacher, while the paper distils for
 #   300 epochs from a strong one and reports +0.2% top-1 (Table VII row 11). This says nothing about that setting.
 
 # %% [markdown]
