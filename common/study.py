@@ -14,9 +14,11 @@ a 95% t-interval over seeds. An interval that contains 0 means "no measurable di
 Results go to ``results/<study>.json``::
 
     {"study", "paper", "data", "img_size", "recipe": {...}, "question",
-     "arms": {name: {"model", "model_kwargs", "cfg", "params", "seeds": [...], "final_val_acc": [...],
-                     "best_val_acc": [...], "histories": [...], "seconds": [...]}},
+     "arms": {name: {"model", "model_kwargs", "cfg", ["img_size"], "params", "macs", "seeds": [...],
+                     "final_val_acc": [...], "best_val_acc": [...], "histories": [...], "seconds": [...]}},
      "machine", "date"}
+
+(``img_size`` only where an arm changes the input size; the three oldest files predate ``macs``.)
 
 The file is rewritten (atomically) after every run, so an interrupted study resumes where it stopped: the
 arms x seeds already in the file are not run again. Notebooks call ``load_or_run`` ("load the committed JSON
