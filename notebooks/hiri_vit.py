@@ -307,7 +307,8 @@ else:
         print(f"no Imagenette in {os.path.join(DATA_ROOT, 'imagenette2-320')}: the embedded task instead")
     data, img, bs = "nearest-color", 32, 64
     epochs = 1 if SMOKE else 7
-    small = dict(widths=(16, 32, 48, 96, 128), depths=(1, 1, 1, 2, 1), ffn_ratios=(4, 4, 4, 4, 4), heads=(0, 0, 0, 2, 2))
+    from common import study as S
+    small = S.HIRI_SMALL    # widths 16-128, depths 1/1/1/2/1; defined once in common/study.py (section 6's studies)
     # ds_strides (2, 1, 2, 1): total stride 16, so the teacher's logits map is 2x2 and the CutMix mask has
     # something to mix in Eq. 5 (with the standard 32 px layout stage 5 would be a single position).
     make = lambda nc: H.hiri_vit_s(num_classes=nc, img_size=img, ds_strides=(2, 1, 2, 1), **small)

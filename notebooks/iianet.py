@@ -245,8 +245,8 @@ CPU_TRAIN, CPU_EPOCHS, CPU_BATCH = 4000, 6, 32   # 125 steps per epoch, 750 per 
 # A miniature iiANET for the CPU: one iiABlock per stage (the paper's 2/3/5/2 x0.25 takes ~3x longer),
 # widths 32/64/128/192, the paper's heads 1/2/4/8, no stem max-pool (32 px -> 13x13 stage-1 map).
 # The CPU budget goes into optimizer steps rather than width (a choice, not a measured trade-off).
-MINI = dict(img_size=32, widths=((32,), (64,), (128,), (192,)), heads=(1, 2, 4, 8), stem_widths=(16, 32),
-            stem_pool=False, drop_rate=0.0)
+from common import study as S
+MINI = dict(img_size=32, **S.IIANET_MINI)   # defined once in common/study.py (section 5's study uses it at 64 px)
 if GPU_PATH:   # GPU recipe: Oxford-IIIT Pet at 160 px, full width (downloads if missing); HVP_GPU_PATH_ON_CPU=1
     # takes it on the CPU too, and smoke mode shrinks it (64 images, batch 8, 2 steps)
     DATA = dict(name="pets", img_size=160, batch_size=8 if SMOKE else 64, root=DATA_ROOT, download=ALLOW_DOWNLOAD,

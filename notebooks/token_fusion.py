@@ -383,7 +383,8 @@ if gpu_real:
                         max_steps_per_epoch=2 if SMOKE else None, device=DEVICE)
     DATA = "imagenette 160px" + (" (smoke)" if SMOKE else "")
 else:
-    CFG = dict(SMALL, embed_dim=32 if SMOKE else 64, num_heads=2 if SMOKE else 4)
+    from common import study as S   # TF_SMALL: width 64, 4 heads, the thin trunk (also section 7's studies)
+    CFG = dict(SMALL) if SMOKE else dict(img_size=32, patch_size=8, **S.TF_SMALL)
     train_loader, val_loader, num_classes = build_loaders(
         "nearest-color", img_size=32, batch_size=32, smoke=SMOKE,
         train_size=None if SMOKE else 3200, val_size=None if SMOKE else 500)

@@ -1,6 +1,7 @@
 """Small files in real datasets' on-disk formats, for tests that must not download anything.
 
-    write_cifar10(root)      root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}
+    write_cifar(root)        root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}
+                             (n_classes=100: root/cifar-100-python/{train, test, meta})
     write_pets(root)         root/oxford-iiit-pet/{images/*.jpg, annotations/{trainval,test}.txt}
     write_imagenette(root)   root/imagenette2-320/{train,val}/<wnid>/*.JPEG
     write_sitecustomize(dir, fixture_root)   see its docstring (for notebook kernels)
@@ -16,20 +17,29 @@ import numpy as np
 
 
 # CIFAR-10 -----------------------------------------------------------------------------------------------
-def write_cifar10(root, per_batch=8):
-    """CIFAR-10's python pickles: each batch {"data": (n, 3072) uint8, "labels": [n ints]}, and batches.meta
-    {"label_names": [...]}. torchvision checks md5 sums that these files cannot match: see
-    ``skip_cifar_md5`` (in-process) and ``write_sitecustomize`` (for a subprocess)."""
-    base = os.path.join(root, "cifar-10-batches-py")
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def write_cifar(root, n_classes=10, per_batch=8):
+    """CIFAR's python pickles. CIFAR-10: cifar-10-batches-py/{data_batch_1..5, test_batch} holding
+    {"data": (n, 3072) uint8, "labels": [n ints]} and batches.meta {"label_names": [...]}; CIFAR-100
+    (n_classes=100): cifar-100-python/{train, test} with "fine_labels" and meta {"fine_label_names": [...]}.
+    torchvision checks md5 sums that these files cannot match: see ``skip_cifar_md5`` (in-process) and
+    ``write_sitecustomize`` (for a subprocess)."""
+    if n_classes == 10:
+        base, files = os.path.join(root, "cifar-10-batches-py"), [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        key, meta, meta_key, names = "labels", "batches.meta", "label_names", CIFAR10_NAMES
+    else:
+        base, files = os.path.join(root, "cifar-100-python"), ["train", "test"]
+        key, meta, meta_key, names = "fine_labels", "meta", "fine_label_names", [f"class{i}" for i in range(n_classes)]
     os.makedirs(base)
     rng = np.random.default_rng(0)
-    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+    for f in files:
         with open(os.path.join(base, f), "wb") as fh:
             pickle.dump({"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                         "labels": rng.integers(0, 10, per_batch).tolist()}, fh)
-    with open(os.path.join(base, "batches.meta"), "wb") as fh:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer",
-                                     "dog", "frog", "horse", "ship", "truck"]}, fh)
+                         key: rng.integers(0, n_classes, per_batch).tolist()}, fh)
+    with open(os.path.join(base, meta), "wb") as fh:
+        pickle.dump({meta_key: names}, fh)
 
 
 def skip_cifar_md5(patch=setattr):
@@ -118,7 +128,7 @@ def write_imagenette(root, train_per_class=3, val_per_class=2, size=(80, 60), fo
 
 def write_all(root):
     """Every fixture above under one root (what HVP_DATA_ROOT points at)."""
-    write_cifar10(root)
+    write_cifar(root)
     write_pets(root)
     write_imagenette(root)
     return root

@@ -13,7 +13,7 @@ from common.synthetic import SyntheticLongRange, render
 
 import sys  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fixtures import skip_cifar_md5  # noqa: E402  (tests/fixtures.py)
+from fixtures import skip_cifar_md5, write_cifar  # noqa: E402  (tests/fixtures.py)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -146,25 +146,6 @@ def test_render_rejects_unknown_task():
 # ---------------------------------------------------------------------------------------------------------
 # Real on-disk formats, generated small
 # ---------------------------------------------------------------------------------------------------------
-def _write_cifar(root, n_classes=10, per_batch=6):
-    """The CIFAR python-pickle format: data (n, 3072) uint8, labels / fine_labels, and the meta file."""
-    if n_classes == 10:
-        base = os.path.join(root, "cifar-10-batches-py")
-        files, key, meta, meta_key = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "labels", "batches.meta", "label_names"
-    else:
-        base = os.path.join(root, "cifar-100-python")
-        files, key, meta, meta_key = ["train", "test"], "fine_labels", "meta", "fine_label_names"
-    os.makedirs(base)
-    rng = np.random.default_rng(0)
-    for f in files:
-        batch = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 key: rng.integers(0, n_classes, per_batch).tolist()}
-        with open(os.path.join(base, f), "wb") as fh:
-            pickle.dump(batch, fh)
-    with open(os.path.join(base, meta), "wb") as fh:
-        pickle.dump({meta_key: [f"class{i}" for i in range(n_classes)]}, fh)
-
-
 @pytest.fixture
 def cifar_without_md5(monkeypatch):
     """torchvision checks the md5 of CIFAR's files; the small files generated here only need to exist. (This
@@ -174,7 +155,7 @@ def cifar_without_md5(monkeypatch):
 
 @pytest.mark.parametrize("name,n_classes", [("cifar10", 10), ("cifar100", 100)])
 def test_cifar_real_format(tmp_path, name, n_classes, cifar_without_md5):
-    _write_cifar(str(tmp_path), n_classes)
+    write_cifar(str(tmp_path), n_classes, per_batch=6)
     tr, va, nc = data.build_datasets(name, root=str(tmp_path))
     assert nc == n_classes
     assert len(tr) == (30 if n_classes == 10 else 6) and len(va) == 6

@@ -23,7 +23,7 @@ from common.data import build_loaders  # noqa: E402
 
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fixtures import skip_cifar_md5, write_cifar10  # noqa: E402  (tests/fixtures.py)
+from fixtures import skip_cifar_md5, write_cifar  # noqa: E402  (tests/fixtures.py)
 
 
 class TinyNet(nn.Module):
@@ -155,7 +155,7 @@ def test_sigkill_after_epoch_2_then_resume_is_exact(tmp_path, nproc, workers):
     args = CLI + ["--workers", str(workers)]
     env = {}
     if workers:
-        write_cifar10(str(tmp_path / "data"))
+        write_cifar(str(tmp_path / "data"))
         args = [a for a in args] + ["--data", "cifar10", "--root", str(tmp_path / "data"), "--train-size", "40"]
         env = {"HVP_TEST_CIFAR": "1"}
     full = _torchrun(nproc, "cli", *args, "--out", str(tmp_path / "full"), env=env)
