@@ -778,15 +778,9 @@ def main(argv=None) -> dict:
                    if rank == 0 else None)
 
         try:
-            result = _main(args, fail, world, rank, device, SMOKE, EMBEDDED, build_loaders, check_name)
+            return _main(args, fail, world, rank, device, SMOKE, EMBEDDED, build_loaders, check_name)
         except (ResumeError, DatasetNotFoundError) as e:
             fail(str(e))
-        if dist.is_available() and dist.is_initialized():
-            # Rank 0 is still writing its checkpoint when the others finish. A rank that tears gloo down while
-            # a peer is still connected can die in its exit with SIGABRT ("terminate called without an active
-            # exception"; seen once in CI, in the 2-process resume test), so every rank leaves together.
-            dist.barrier()
-        return result
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
